@@ -1,0 +1,1 @@
+"""`vpr-ros` subcommands: each module has `add_arguments(parser)` and `run(args) -> int`."""
