@@ -1,0 +1,1 @@
+"""Frame sources: image folders, videos, rosbag2, and ROS message conversions."""
