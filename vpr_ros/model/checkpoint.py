@@ -1,11 +1,10 @@
 """One-file checkpoints: config, weights, PCA-whitening and a fingerprint, saved atomically."""
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 
+from vpr_ros.io.atomic import atomic_path
 from vpr_ros.model.vpr_model import ModelConfig, VPRModel
 
 FORMAT = "vpr_ros.checkpoint"
@@ -17,8 +16,6 @@ def save_checkpoint(path, model: VPRModel, extra: Optional[dict] = None) -> str:
 
     `extra` holds JSON-like metadata (training epoch, recall, dataset) kept beside the weights.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = model.fingerprint()
     payload = {
         "format": FORMAT,
@@ -28,16 +25,8 @@ def save_checkpoint(path, model: VPRModel, extra: Optional[dict] = None) -> str:
         "fingerprint": fingerprint,
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, str(tmp))
     return fingerprint
 
 
