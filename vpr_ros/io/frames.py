@@ -1,0 +1,20 @@
+"""The unit every reader yields and every consumer (embedder, engine, map builder) takes."""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One camera image with where and when it came from.
+
+    `index` is the position in its source (file order, video frame number, or message number
+    on the bag topic, counting skipped messages), so ground truth keyed by index stays valid
+    when a corrupt frame is dropped.
+    """
+
+    image: np.ndarray
+    stamp: float
+    frame_id: str
+    index: int
+    name: str
