@@ -1,4 +1,5 @@
 """Frame readers: image folders, videos and rosbag2 (.db3 and .mcap) behind open_source."""
+import importlib.util
 import logging
 import shutil
 from pathlib import Path
@@ -239,3 +240,26 @@ def test_folder_that_holds_no_images_is_a_clear_error(tmp_path):
     shutil.copy(__file__, tmp_path / "not_an_image.py")
     with pytest.raises(ValueError, match="no images"):
         open_source(tmp_path)
+
+
+# ---------------------------------------------------------------- bundled sample
+
+def test_bundled_sample_pairs_day_and_night_by_index(sample_dir):
+    day = [f.name for f in open_source(sample_dir / "day_right")]
+    night = [f.name for f in open_source(sample_dir / "night_right")]
+    assert day == night == [f"Image{i:03d}.jpg" for i in range(0, 200, 2)]
+    assert read_image(sample_dir / "night_right" / "Image198.jpg").shape == (270, 480, 3)
+    total_bytes = sum(p.stat().st_size for p in sample_dir.rglob("*") if p.is_file())
+    assert total_bytes < 5_000_000
+
+
+def test_make_sample_rebuilds_a_subset(gardens_point, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "tools" / "make_sample.py"
+    spec = importlib.util.spec_from_file_location("make_sample", script)
+    make_sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_sample)
+    total = make_sample.make_sample(gardens_point, tmp_path, every=50, long_side=240, quality=75)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg"))
+    assert written == [f"{c}/Image{i:03d}.jpg" for c in ("day_right", "night_right") for i in (0, 50, 100, 150)]
+    assert total == sum((tmp_path / name).stat().st_size for name in written)
+    assert read_image(tmp_path / "day_right" / "Image050.jpg").shape == (135, 240, 3)
