@@ -182,11 +182,13 @@ def test_bag_with_several_image_topics_needs_a_topic(tmp_path):
     raw = rgb_to_image_msg(image, IMAGE, encoding="bgr8", stamp=T0, frame_id="cam")
     bag = _write_bag(tmp_path / "bag", {
         "/cam/image_raw": [("sensor_msgs/msg/Image", raw, T0 * 10**9)],
-        "/cam/image_raw/compressed": [("sensor_msgs/msg/CompressedImage", _compressed(image, T0), T0 * 10**9)],
+        "/cam/image_raw/compressed": [
+            ("sensor_msgs/msg/CompressedImage", _compressed(image, T0), T0 * 10**9)],
         "/chatter": [("std_msgs/msg/String", STRING(data="hi"), T0 * 10**9)],
     })
     assert list_image_topics(bag) == ["/cam/image_raw", "/cam/image_raw/compressed"]
-    with pytest.raises(ValueError, match=r"several image topics \(/cam/image_raw, /cam/image_raw/compressed\)"):
+    both = r"\(/cam/image_raw, /cam/image_raw/compressed\)"
+    with pytest.raises(ValueError, match=rf"several image topics {both}"):
         open_source(bag)
     with pytest.raises(ValueError, match="several image topics"):
         count_frames(bag)
@@ -202,13 +204,14 @@ def test_bag_with_several_image_topics_needs_a_topic(tmp_path):
 
 def test_bag_without_image_topics_lists_what_it_has(tmp_path):
     bag = _write_bag(tmp_path / "bag", {"/chatter": [("std_msgs/msg/String", STRING(data="hi"), T0 * 10**9)]})
-    with pytest.raises(ValueError, match=r"no sensor_msgs/Image or CompressedImage topic \(topics: /chatter\)"):
+    with pytest.raises(ValueError, match=r"no sensor_msgs/Image or CompressedImage topic \(topics: /chatter"):
         open_source(bag)
 
 
 def test_zero_header_stamp_falls_back_to_the_recording_time(tmp_path):
     msg = _compressed(_tiny_image(5), sec=0)
-    bag = _write_bag(tmp_path / "bag", {"/cam": [("sensor_msgs/msg/CompressedImage", msg, T0 * 10**9 + 250_000_000)]})
+    receive_ns = T0 * 10**9 + 250_000_000
+    bag = _write_bag(tmp_path / "bag", {"/cam": [("sensor_msgs/msg/CompressedImage", msg, receive_ns)]})
     (frame,) = _frames_of(bag)
     assert frame.stamp == pytest.approx(T0 + 0.25)
 
@@ -260,6 +263,7 @@ def test_make_sample_rebuilds_a_subset(gardens_point, tmp_path):
     spec.loader.exec_module(make_sample)
     total = make_sample.make_sample(gardens_point, tmp_path, every=50, long_side=240, quality=75)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg"))
-    assert written == [f"{c}/Image{i:03d}.jpg" for c in ("day_right", "night_right") for i in (0, 50, 100, 150)]
+    conditions, indices = ("day_right", "night_right"), (0, 50, 100, 150)
+    assert written == [f"{c}/Image{i:03d}.jpg" for c in conditions for i in indices]
     assert total == sum((tmp_path / name).stat().st_size for name in written)
     assert read_image(tmp_path / "day_right" / "Image050.jpg").shape == (135, 240, 3)

@@ -220,7 +220,8 @@ def test_unsupported_encoding_names_it_and_the_supported_ones(rgb):
 def test_short_payload_names_the_sizes(rgb):
     msg = _raw_msg(rgb.reshape(HEIGHT, -1), "rgb8", WIDTH)
     msg.data = msg.data[:-1]
-    with pytest.raises(ValueError, match=rf"needs {HEIGHT * WIDTH * 3} bytes but data holds {HEIGHT * WIDTH * 3 - 1}"):
+    size = HEIGHT * WIDTH * 3
+    with pytest.raises(ValueError, match=rf"needs {size} bytes but data holds {size - 1}"):
         image_msg_to_rgb(msg)
 
 
@@ -255,7 +256,10 @@ def test_message_to_rgb_refuses_other_message_types():
 
 
 @pytest.mark.parametrize("seconds,expected", [
-    (0.0, (0, 0)), (1700000000.5, (1700000000, 500_000_000)), (1.9999999999, (2, 0)), (-0.25, (-1, 750_000_000)),
+    (0.0, (0, 0)),
+    (1700000000.5, (1700000000, 500_000_000)),
+    (1.9999999999, (2, 0)),
+    (-0.25, (-1, 750_000_000)),
 ])
 def test_stamp_conversion_keeps_nanosec_in_range(seconds, expected):
     assert seconds_to_stamp(seconds) == expected

@@ -63,7 +63,7 @@ def seconds_to_stamp(seconds: float) -> Tuple[int, int]:
 
 
 def _byte_view(data) -> np.ndarray:
-    """Message `data` (numpy array, array.array, bytes or list) as a flat uint8 array, no copy where possible."""
+    """Message `data` (numpy array, array.array, bytes or list) as flat uint8, no copy if possible."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     if isinstance(data, (bytes, bytearray, memoryview, array.array)):

@@ -15,7 +15,8 @@ def _open_capture(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"OpenCV cannot open video {path}: unsupported codec or damaged file; "
-                         f"re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or extract frames to a folder")
+                         f"re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or extract "
+                         f"its frames to a folder")
     return capture
 
 
