@@ -1,0 +1,64 @@
+"""Descriptors for a `PlaceSet` and its Recall@N (FAISS exact inner-product search)."""
+from typing import Dict, List, Sequence
+
+import faiss
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.datasets import PlaceSet
+from training.distributed import DistContext, gather_sharded_rows, shard
+from training.images import ImageStore
+
+
+@torch.no_grad()
+def embed_paths(model: torch.nn.Module, store: ImageStore, paths: Sequence, batch_size: int,
+                context: DistContext, desc: str = "embed") -> np.ndarray:
+    """(len(paths), dim) float32 descriptors; under DDP each rank embeds a shard, all get all rows."""
+    was_training = model.training
+    model.eval()
+    mine = shard(len(paths), context)
+    rows: List[np.ndarray] = []
+    for start in tqdm(range(0, len(mine), batch_size), desc=desc, unit="batch", leave=False,
+                      disable=not context.is_main):
+        batch = store.batch([paths[i] for i in mine[start:start + batch_size]])
+        rows.append(model(batch.to(context.device)).float().cpu().numpy())
+    model.train(was_training)
+    dim = rows[0].shape[1] if rows else _output_dim(model, store, paths, context)
+    local = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
+    return gather_sharded_rows(local, len(paths), context)
+
+
+def _output_dim(model, store, paths, context) -> int:
+    """Descriptor width for a rank that got no images (more ranks than images)."""
+    return int(model(store.batch([paths[0]]).to(context.device)).shape[1])
+
+
+def recall_at_n(ranked_ids: np.ndarray, positives: Sequence[np.ndarray],
+                ns: Sequence[int]) -> Dict[int, float]:
+    """Share of queries with a true positive among their first N results, for each N.
+
+    Queries without any positive in the database are left out (they cannot be answered).
+    """
+    answerable = [q for q in range(len(positives)) if len(positives[q])]
+    if not answerable:
+        raise ValueError("no query has a positive in the database; check eval_radius and positions")
+    hits = np.array([np.isin(ranked_ids[q], positives[q]) for q in answerable])
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), ranked_ids.shape[1])
+    return {int(n): float(np.mean(first_hit < n)) for n in ns}
+
+
+def rank_database(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(num_queries, k) database ids by decreasing inner product (cosine on L2-normalized rows)."""
+    index = faiss.IndexFlatIP(db.shape[1])
+    index.add(np.ascontiguousarray(db, dtype=np.float32))
+    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(db)))
+    return ids
+
+
+def evaluate_recall(model: torch.nn.Module, places: PlaceSet, store: ImageStore, ns: Sequence[int],
+                    batch_size: int, context: DistContext) -> Dict[int, float]:
+    """Recall@N of `model` on `places` (database = places.db_images, queries = places.query_images)."""
+    db = embed_paths(model, store, places.db_images, batch_size, context, desc="val db")
+    queries = embed_paths(model, store, places.query_images, batch_size, context, desc="val queries")
+    return recall_at_n(rank_database(db, queries, max(ns)), places.eval_positives(), ns)
