@@ -1,0 +1,175 @@
+"""Every `vpr_node` parameter, defined once, ROS-free.
+
+Two dataclasses are the single source of parameter names, types and defaults:
+- `EngineConfig` (vpr_ros.localization): the per-frame engine's knobs (mode, thresholds, ...);
+- `NodeSettings` (below): what only the node needs (model, map, topics, frames, covariance...).
+
+The node declares one ROS parameter per field of each, named like the field, with a
+ParameterDescriptor built from the field's description and range: `NodeSettings` carries them
+in its field metadata, `ENGINE_PARAMETER_DOCS` adds them to EngineConfig's fields (a test fails
+when the two drift apart). `config/vpr_node.yaml` mirrors the declared list 1:1 (also tested),
+and `settings_from_parameters` validates the values read back and builds both configurations.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
+
+from vpr_ros.localization.config import MODES, RERANK_METHODS, EngineConfig
+from vpr_ros.localization.verification import FEATURE_TYPES
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+DAY_S = 86400.0
+
+
+def _describe(description: str, minimum=None, maximum=None, choices: Tuple[str, ...] = ()) -> dict:
+    """Field metadata of one parameter: both range ends or neither."""
+    if (minimum is None) != (maximum is None):
+        raise ValueError(f"give both range ends or neither: {description}")
+    return {"description": description, "minimum": minimum, "maximum": maximum,
+            "choices": tuple(choices)}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Node-level parameters (the engine's own knobs are EngineConfig's)."""
+
+    model: str = field(default="", metadata=_describe(
+        "model checkpoint (.pt) or exported ONNX file; required"))
+    backend: str = field(default="auto", metadata=_describe(
+        "embedding backend; auto picks the fastest one that works here", choices=BACKENDS))
+    map_path: str = field(default="", metadata=_describe(
+        "keyframe map directory: loaded at start-up when it exists (required in localization "
+        "mode); in mapping mode a new map is started and written here by ~/save_map"))
+    save_map_on_shutdown: bool = field(default=False, metadata=_describe(
+        "save the map to map_path when the node shuts down"))
+    use_compressed: bool = field(default=False, metadata=_describe(
+        "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"))
+    map_frame: str = field(default="map", metadata=_describe(
+        "fixed frame of keyframe poses and of ~/relocalization"))
+    base_frame: str = field(default="base_link", metadata=_describe(
+        "robot frame whose pose in map_frame is stored with each keyframe added in mapping mode"))
+    tf_timeout: float = field(default=0.05, metadata=_describe(
+        "seconds to wait for the map_frame -> base_frame transform at the image stamp; the "
+        "keyframe is stored without pose when it does not come", 0.0, 1.0))
+    publish_match_image: bool = field(default=True, metadata=_describe(
+        "publish ~/match_image (rendered only while something subscribes)"))
+    match_image_height: int = field(default=240, metadata=_describe(
+        "height in pixels of the pictures in ~/match_image", 64, 1080))
+    diagnostics_period: float = field(default=1.0, metadata=_describe(
+        "seconds between /diagnostics messages", 0.1, 60.0))
+    no_image_warn_after: float = field(default=5.0, metadata=_describe(
+        "diagnostics turn WARN when no image arrived for this many seconds", 0.5, 3600.0))
+    position_sigma: float = field(default=1.0, metadata=_describe(
+        "standard deviation (m) of the ~/relocalization position at confidence 1; it grows as "
+        "1/confidence", 0.01, 100.0))
+    rotation_sigma: float = field(default=0.3, metadata=_describe(
+        "standard deviation (rad) of the ~/relocalization orientation at confidence 1; it grows "
+        "as 1/confidence", 0.001, math.pi))
+    max_sigma_scale: float = field(default=100.0, metadata=_describe(
+        "cap on the 1/confidence growth of the relocalization standard deviations", 1.0, 1.0e6))
+
+
+ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
+    "mode": _describe("localization: match against a fixed map; mapping: also add keyframes "
+                      "(switch at runtime with ~/set_mapping_mode)", choices=MODES),
+    "session": _describe("session name stored with keyframes added by this run"),
+    "condition": _describe("condition tag stored with added keyframes (day, night, rain...)"),
+    "top_k": _describe("map neighbours retrieved per frame", 1, 1000),
+    "score_threshold": _describe("minimum cosine similarity of a match; tune it on the PR "
+                                 "curve of `vpr-ros eval`", -1.0, 1.0),
+    "exclusion_window_s": _describe("ignore keyframes this run added in the last N seconds "
+                                    "(the robot always matches where it just was)", 0.0, DAY_S),
+    "rerank": _describe("place_voting: sum scores of neighbours close in time on one session; "
+                        "none: raw cosine order", choices=RERANK_METHODS),
+    "place_window_s": _describe("keyframes within this many seconds form one place for "
+                                "place_voting", 0.0, 3600.0),
+    "temporal_consecutive": _describe("consecutive frames that must match a coherent stretch "
+                                      "of the map before a match is accepted (1: off)", 1, 100),
+    "temporal_max_jump_s": _describe("allowed keyframe-stamp jump between consecutive matches, "
+                                     "plus temporal_speed_ratio x query time step", 0.0, 3600.0),
+    "temporal_speed_ratio": _describe("how much faster than when mapping the robot may move "
+                                      "along the map", 0.0, 100.0),
+    "temporal_max_gap_s": _describe("a longer pause between query frames breaks the temporal "
+                                    "chain", 0.01, 3600.0),
+    "verify": _describe("geometric verification (local features + RANSAC) of the best match; "
+                        "needs a map built with verification on"),
+    "verification_features": _describe("local features for verification", choices=FEATURE_TYPES),
+    "verification_max_features": _describe("local features extracted per image", 8, 100000),
+    "verification_min_inliers": _describe("RANSAC inliers needed to verify a match", 8, 10000),
+    "verification_ratio": _describe("Lowe ratio test threshold", 0.01, 1.0),
+    "verification_ransac_px": _describe("RANSAC reprojection threshold in pixels", 0.1, 100.0),
+    "keyframe_novelty_threshold": _describe("mapping: add a keyframe when its best score "
+                                            "against the map is below this", -1.0, 1.0),
+    "keyframe_interval_s": _describe("mapping: add a keyframe at least this often (0: off)",
+                                     0.0, DAY_S),
+    "keyframe_distance_m": _describe("mapping: add a keyframe after this distance, with TF "
+                                     "poses (0: off)", 0.0, 10000.0),
+    "store_thumbnails": _describe("keep a small JPEG per keyframe (shown in ~/match_image)"),
+    "thumbnail_long_side": _describe("long side in pixels of keyframe thumbnails", 16, 1024),
+}
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One ROS parameter: name, default (its type is the parameter type), description, range."""
+
+    name: str
+    default: Any
+    description: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+
+    @property
+    def type_name(self) -> str:
+        """bool, integer, double or string, as ROS names parameter types."""
+        return {bool: "bool", int: "integer", float: "double", str: "string"}[type(self.default)]
+
+    def check(self, value: Any) -> Any:
+        """`value` if it has this parameter's type and lies in its range; ValueError otherwise."""
+        expected = type(self.default)
+        if type(value) is not expected:
+            raise ValueError(f"parameter {self.name} must be a {self.type_name}, got {value!r}; "
+                             f"write it like {self.default!r}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"parameter {self.name} must be one of {', '.join(self.choices)}, "
+                             f"got {value!r}")
+        if self.minimum is not None and not self.minimum <= value <= self.maximum:
+            raise ValueError(f"parameter {self.name} must be in [{self.minimum}, {self.maximum}], "
+                             f"got {value!r}")
+        return value
+
+
+def _specs(config_cls: Type, docs: Mapping[str, dict]) -> Tuple[ParameterSpec, ...]:
+    """One ParameterSpec per dataclass field: default from the field, the rest from `docs`."""
+    specs = []
+    for f in dataclasses.fields(config_cls):
+        if f.name not in docs:
+            raise TypeError(f"{config_cls.__name__}.{f.name} has no parameter description; add "
+                            f"it to vpr_ros/ros/parameters.py and config/vpr_node.yaml")
+        meta = docs[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        specs.append(ParameterSpec(f.name, default, meta["description"], meta["minimum"],
+                                   meta["maximum"], meta["choices"]))
+    return tuple(specs)
+
+
+def parameter_specs() -> Tuple[ParameterSpec, ...]:
+    """Every parameter the node declares: its own settings, then the engine's."""
+    node_docs = {f.name: f.metadata for f in dataclasses.fields(NodeSettings)}
+    return _specs(NodeSettings, node_docs) + _specs(EngineConfig, ENGINE_PARAMETER_DOCS)
+
+
+def settings_from_parameters(values: Mapping[str, Any]) -> Tuple[NodeSettings, EngineConfig]:
+    """Validate parameter values (name -> value; missing ones take their default) and build
+    the node settings and the engine configuration."""
+    specs = {spec.name: spec for spec in parameter_specs()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown vpr_node parameters {unknown}; see config/vpr_node.yaml")
+    checked = {name: spec.check(values.get(name, spec.default)) for name, spec in specs.items()}
+    node_fields = {f.name for f in dataclasses.fields(NodeSettings)}
+    node = NodeSettings(**{k: v for k, v in checked.items() if k in node_fields})
+    engine = EngineConfig(**{k: v for k, v in checked.items() if k not in node_fields})
+    return node, engine
