@@ -1,13 +1,21 @@
 """vpr_node behaviour: ROS-free parts here; the rclpy end-to-end tests skip without ROS 2."""
+import json
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
+from vpr_ros.localization import EngineConfig, LocalizationEngine
+from vpr_ros.mapping import KeyframeMap, MapMismatchError
+from vpr_ros.mapping.thumbnail import decode_thumbnail, encode_thumbnail
 from vpr_ros.ros.covariance import pose_covariance, sigma_scale
 from vpr_ros.ros.diagnostics import OK, WARN, NodeStatistics
+from vpr_ros.ros.engine_setup import build_engine
 from vpr_ros.ros.latest_buffer import LatestOnlyBuffer
-from vpr_ros.ros.match_image import compose_match_image, decode_thumbnail
+from vpr_ros.ros.match_image import compose_match_image
+from vpr_ros.ros.parameters import NodeSettings
+from vpr_ros.ros.processor import FrameProcessor
 
 
 # --- latest-only buffer --------------------------------------------------------------------
@@ -139,12 +147,8 @@ def test_diagnostics_report_rate_latency_drops_and_match_age():
 # --- match image ---------------------------------------------------------------------------
 
 def test_match_image_puts_query_beside_keyframe_with_a_coloured_caption():
-    import cv2
-
     query = np.full((360, 640, 3), 10, dtype=np.uint8)
-    keyframe_rgb = np.full((120, 160, 3), 200, dtype=np.uint8)
-    ok, jpeg = cv2.imencode(".jpg", keyframe_rgb)
-    keyframe = decode_thumbnail(jpeg.tobytes())
+    keyframe = decode_thumbnail(encode_thumbnail(np.full((120, 160, 3), 200, np.uint8), 160))
     image = compose_match_image(query, keyframe, "kf 7 score 0.81", accepted=True, height=120)
     assert image.dtype == np.uint8 and image.shape[0] == 120 + 28
     assert image.shape[1] == round(640 * 120 / 360) + 4 + 160
@@ -153,4 +157,142 @@ def test_match_image_puts_query_beside_keyframe_with_a_coloured_caption():
     assert image[-2, 2].tolist() == [40, 170, 60]
     rejected = compose_match_image(query, None, "no match", accepted=False, height=120)
     assert rejected[-2, 2].tolist() == [200, 50, 40]
-    assert decode_thumbnail(b"not a jpeg") is None and decode_thumbnail(None) is None
+    assert rejected.shape[1] == 2 * round(640 * 120 / 360) + 4
+
+
+# --- frame processor: Gardens Point bag through the real engine, no ROS ----------------------
+
+BAG_FRAMES = 24
+
+
+class PixelEmbedder:
+    """Embedder contract with a tiny raw-pixel descriptor: enough to exercise the node's wiring."""
+
+    dim = 32 * 16
+    fingerprint = "test-pixels-32x16"
+
+    def embed(self, images):
+        rows = []
+        for image in images:
+            grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 16),
+                              interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+            grey -= grey.mean()
+            rows.append(grey / (np.linalg.norm(grey) + 1e-9))
+        return np.stack(rows).astype(np.float32)
+
+
+def _bag_messages(bag_dir, count):
+    """The first `count` image messages of a rosbag2 directory, deserialized by rosbags."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    messages = []
+    with Reader(bag_dir) as reader:
+        for connection, _, raw in reader.messages():
+            messages.append(typestore.deserialize_cdr(raw, connection.msgtype))
+            if len(messages) == count:
+                break
+    return messages
+
+
+def _trajectory_pose(i):
+    """A made-up TF pose: the robot drives 1 m along x per frame."""
+    return (float(i), 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _processor(engine, **settings):
+    stats = NodeStatistics(started_at=0.0)
+    return FrameProcessor(engine, NodeSettings(**settings), stats, "image"), stats
+
+
+@pytest.fixture(scope="module")
+def day_left_messages(gardens_point_bags):
+    return _bag_messages(gardens_point_bags / "day_left_compressed_sqlite3", BAG_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def day_left_map(day_left_messages, tmp_path_factory):
+    """A map built in mapping mode from the bag, one keyframe per frame, saved by the processor."""
+    config = EngineConfig(mode="mapping", session="day_left", condition="day",
+                          keyframe_interval_s=0.5)
+    engine = LocalizationEngine(KeyframeMap.create(PixelEmbedder.dim, PixelEmbedder.fingerprint),
+                                PixelEmbedder(), config)
+    processor, stats = _processor(engine)
+    for i, msg in enumerate(day_left_messages):
+        outcome = processor.process(msg, i, received_at=float(i), pose=_trajectory_pose(i))
+        assert outcome.decision.keyframe_added == i and not outcome.error
+    path = tmp_path_factory.mktemp("maps") / "day_left"
+    assert processor.save_map(str(path)) == BAG_FRAMES
+    assert stats.keyframes_added == BAG_FRAMES
+    return path
+
+
+def test_processor_relocalizes_bag_frames_against_the_saved_map(day_left_messages, day_left_map):
+    settings = NodeSettings(map_path=str(day_left_map), position_sigma=1.0, rotation_sigma=0.2)
+    config = EngineConfig(mode="localization", temporal_consecutive=3, rerank="none")
+    engine = build_engine(settings, config, embedder=PixelEmbedder())
+    processor, stats = _processor(engine, map_path=str(day_left_map))
+    outcomes = [processor.process(msg, i, received_at=float(i))
+                for i, msg in enumerate(day_left_messages)]
+    events = [json.loads(o.event_json) for o in outcomes]
+    assert all(e["schema"] == 1 and e["candidates"] for e in events)
+    assert [e["status"] for e in events[:2]] == ["rejected", "rejected"]
+    assert {e["reason"] for e in events[:2]} == {"temporal_inconsistent"}
+    accepted = [o for o in outcomes[2:] if o.decision.accepted]
+    assert len(accepted) == BAG_FRAMES - 2
+    for o in accepted:
+        i = o.decision.frame_index
+        assert o.decision.best.keyframe_id == i, "the same image must match its own keyframe"
+        assert o.relocalization.pose == _trajectory_pose(i)
+        sigma = 1.0 / max(o.decision.confidence, 1e-2)
+        assert o.relocalization.covariance[0] == pytest.approx(min(sigma, 100.0) ** 2)
+    assert stats.accepted == BAG_FRAMES - 2 and stats.failed == 0
+    picture = processor.match_image(accepted[0])
+    assert picture.dtype == np.uint8 and picture[-2, 2].tolist() == [40, 170, 60]
+
+
+def test_processor_turns_a_garbled_message_into_a_rejected_event(day_left_messages, day_left_map):
+    engine = build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(),
+                          embedder=PixelEmbedder())
+    processor, stats = _processor(engine)
+    good = day_left_messages[0]
+    garbled = type(good)(header=good.header, format="jpeg", data=np.frombuffer(b"\xff\xd8junk", np.uint8))
+    outcome = processor.process(garbled, 7, received_at=0.0)
+    event = json.loads(outcome.event_json)
+    assert (event["status"], event["reason"], event["frame_index"]) == ("rejected", "bad_frame", 7)
+    assert "cannot decode CompressedImage" in event["detail"] and outcome.error
+    assert outcome.relocalization is None and processor.match_image(outcome) is None
+    assert stats.failed == 1 and stats.processed == 0
+    assert json.loads(processor.process(good, 8, received_at=0.0).event_json)["reason"] != "bad_frame"
+
+
+def test_processor_switches_mode_resets_and_refuses_to_save_without_a_path(day_left_map):
+    engine = build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(),
+                          embedder=PixelEmbedder())
+    processor, _ = _processor(engine)
+    assert processor.mode == "localization" and processor.map_size == BAG_FRAMES
+    processor.set_mode("mapping")
+    assert processor.mode == "mapping"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        processor.set_mode("slam")
+    processor.reset()
+    with pytest.raises(ValueError, match="map_path is empty"):
+        processor.save_map("")
+
+
+def test_engine_setup_explains_missing_model_map_and_model_mismatch(day_left_map, tmp_path):
+    with pytest.raises(ValueError, match="parameter 'model' is empty"):
+        build_engine(NodeSettings(), EngineConfig())
+    with pytest.raises(FileNotFoundError, match="localization mode needs a prior map"):
+        build_engine(NodeSettings(map_path=str(tmp_path / "none")), EngineConfig(),
+                     embedder=PixelEmbedder())
+    fresh = build_engine(NodeSettings(map_path=str(tmp_path / "new")), EngineConfig(mode="mapping"),
+                         embedder=PixelEmbedder())
+    assert len(fresh.map) == 0 and fresh.map.fingerprint == PixelEmbedder.fingerprint
+
+    class OtherModel(PixelEmbedder):
+        fingerprint = "another-model"
+
+    with pytest.raises(MapMismatchError, match="built with model"):
+        build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(), embedder=OtherModel())

@@ -1,6 +1,7 @@
 """The `~/match_image` picture: the query beside its best-matching keyframe, for rqt / RViz.
 
-Keyframes keep a small encoded thumbnail in the map; the query is scaled to the same height.
+Keyframes keep a small JPEG thumbnail in the map (vpr_ros.mapping.thumbnail); the query is
+scaled to the same height.
 A green bar marks an accepted loop closure, red a rejected candidate, with the score and
 keyframe id written on it so a person can judge the match at a glance.
 """
@@ -13,14 +14,6 @@ HEIGHT = 240
 BAR_HEIGHT = 28
 ACCEPTED_RGB = (40, 170, 60)
 REJECTED_RGB = (200, 50, 40)
-
-
-def decode_thumbnail(thumbnail: Optional[bytes]) -> Optional[np.ndarray]:
-    """A keyframe thumbnail (JPEG/PNG bytes) as RGB, or None when absent or undecodable."""
-    if not thumbnail:
-        return None
-    bgr = cv2.imdecode(np.frombuffer(thumbnail, dtype=np.uint8), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _to_height(image: np.ndarray, height: int) -> np.ndarray:

@@ -17,8 +17,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 from vpr_ros.localization.config import MODES, RERANK_METHODS, EngineConfig
 from vpr_ros.localization.verification import FEATURE_TYPES
+from vpr_ros.runtime.backends import BACKENDS
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DAY_S = 86400.0
 
 

@@ -1,0 +1,133 @@
+"""The worker side of `vpr_node`, ROS-free: message in, engine decision and outputs out.
+
+`FrameProcessor.process` decodes an image message (any object with the sensor_msgs field names,
+so rosbags messages work in tests), runs the engine, and returns what the node publishes. It
+never raises for a bad frame: a garbled image comes back as a rejected `bad_frame` event with
+the reason (the engine itself already turns unusable images into such events), so one bad frame
+cannot stop the node. All engine access (process, save, reset, mode switch) goes through one
+lock, because services run on the executor thread while frames are processed on the worker.
+"""
+import dataclasses
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from vpr_ros.io.frames import Frame
+from vpr_ros.io.messages import message_to_rgb, stamp_to_seconds
+from vpr_ros.localization import Decision, LocalizationEngine
+from vpr_ros.localization.decision import REASON_BAD_FRAME
+from vpr_ros.mapping.thumbnail import decode_thumbnail
+from vpr_ros.ros.covariance import pose_covariance
+from vpr_ros.ros.diagnostics import NodeStatistics
+from vpr_ros.ros.match_image import compose_match_image
+from vpr_ros.ros.parameters import NodeSettings
+
+
+@dataclass
+class Relocalization:
+    """What ~/relocalization carries: the matched keyframe's pose and its covariance."""
+
+    pose: tuple
+    covariance: List[float]
+
+
+@dataclass
+class Outcome:
+    """Everything the node publishes for one frame."""
+
+    decision: Decision
+    event_json: str
+    relocalization: Optional[Relocalization]
+    image: Optional[np.ndarray]
+    error: str = ""
+
+
+class FrameProcessor:
+    """Runs the localization engine on image messages and turns decisions into node outputs."""
+
+    def __init__(self, engine: LocalizationEngine, settings: NodeSettings, stats: NodeStatistics,
+                 source_name: str):
+        self._engine = engine
+        self._settings = settings
+        self._stats = stats
+        self._source_name = source_name
+        self._lock = threading.Lock()
+
+    def process(self, msg, index: int, received_at: float, pose=None) -> Outcome:
+        """Decode `msg`, run the engine with the robot `pose` (or None), build the outputs."""
+        started_at = time.monotonic()
+        stamp = stamp_to_seconds(msg.header.stamp)
+        frame_id, name = str(msg.header.frame_id), f"{self._source_name}#{index}"
+        try:
+            image = message_to_rgb(msg)
+        except ValueError as err:
+            decision = Decision(stamp=stamp, frame_id=frame_id, frame_index=index, frame_name=name,
+                                reason=REASON_BAD_FRAME, detail=str(err))
+            image = None
+        else:
+            frame = Frame(image=image, stamp=stamp, frame_id=frame_id, index=index, name=name)
+            with self._lock:
+                decision = self._engine.process(frame, pose=pose)
+        error = decision.detail if decision.reason == REASON_BAD_FRAME else ""
+        if error:
+            self._stats.record_failed(error)
+        else:
+            self._stats.record_processed(received_at, started_at, time.monotonic(),
+                                         accepted=decision.accepted,
+                                         keyframe_added=decision.keyframe_added is not None)
+        return Outcome(decision, json.dumps(decision.to_dict()), self._relocalization(decision),
+                       image, error)
+
+    def _relocalization(self, decision: Decision) -> Optional[Relocalization]:
+        if not decision.accepted or decision.pose is None:
+            return None
+        s = self._settings
+        return Relocalization(tuple(decision.pose), pose_covariance(
+            decision.confidence, s.position_sigma, s.rotation_sigma, s.max_sigma_scale))
+
+    def match_image(self, outcome: Outcome) -> Optional[np.ndarray]:
+        """Query beside its best keyframe, or None when the frame had no candidate."""
+        decision, best = outcome.decision, outcome.decision.best
+        if best is None or outcome.image is None:
+            return None
+        with self._lock:
+            thumbnail = self._engine.map.record(best.keyframe_id).thumbnail
+        try:
+            keyframe_image = decode_thumbnail(thumbnail) if thumbnail else None
+        except ValueError:
+            keyframe_image = None
+        caption = (f"{decision.status}{'' if decision.accepted else ' (' + str(decision.reason) + ')'}"
+                   f"  kf {best.keyframe_id}  score {best.score:.2f}  conf {decision.confidence:.2f}")
+        return compose_match_image(outcome.image, keyframe_image, caption, decision.accepted,
+                                   self._settings.match_image_height)
+
+    @property
+    def map_size(self) -> int:
+        return len(self._engine.map)
+
+    @property
+    def mode(self) -> str:
+        return self._engine.config.mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch between localization and mapping (EngineConfig validates the name)."""
+        with self._lock:
+            self._engine.config = dataclasses.replace(self._engine.config, mode=mode)
+
+    def reset(self) -> None:
+        """Forget temporal chains and recently added keyframes; the map is kept."""
+        with self._lock:
+            self._engine.reset()
+
+    def save_map(self, path: str) -> int:
+        """Save the map atomically to `path`; returns its keyframe count."""
+        if not path:
+            raise ValueError("map_path is empty: set the map_path parameter to save the map")
+        with self._lock:
+            self._engine.map.save(Path(path))
+            return len(self._engine.map)
