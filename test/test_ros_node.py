@@ -1,6 +1,8 @@
 """vpr_node behaviour: ROS-free parts here; the rclpy end-to-end tests skip without ROS 2."""
+import array
 import json
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -296,3 +298,105 @@ def test_engine_setup_explains_missing_model_map_and_model_mismatch(day_left_map
 
     with pytest.raises(MapMismatchError, match="built with model"):
         build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(), embedder=OtherModel())
+
+
+# --- the rclpy node end to end (needs a sourced ROS 2 Humble/Jazzy) -------------------------
+
+ROS_SKIP_REASON = ("rclpy (ROS 2) is not installed here; source ROS 2 Humble or Jazzy to run the "
+                   "vpr_node end-to-end tests")
+
+
+def _wait_for(condition, timeout_s=60.0):
+    """Poll `condition` until it holds or `timeout_s` passes; its final value."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def _to_rclpy_compressed(msg, compressed_type, header_type, time_type):
+    """A rosbags CompressedImage as an rclpy message."""
+    out = compressed_type()
+    out.header = header_type(stamp=time_type(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
+                             frame_id=msg.header.frame_id)
+    out.format = msg.format
+    out.data = array.array("B", bytes(msg.data))
+    return out
+
+
+def test_node_relocalizes_bag_frames_reports_loop_closures_and_serves_map_services(
+        day_left_messages, tmp_path):
+    rclpy = pytest.importorskip("rclpy", reason=ROS_SKIP_REASON)
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header, String
+    from std_srvs.srv import Trigger
+
+    from vpr_ros.model import ModelConfig, build_model
+    from vpr_ros.model.checkpoint import save_checkpoint
+    from vpr_ros.ros.node import VprNode
+    from vpr_ros.runtime.embedder import load_embedder
+
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, build_model(ModelConfig(image_long_side=128, num_clusters=8),
+                                            pretrained=False))
+    map_dir = tmp_path / "map"
+    embedder = load_embedder(checkpoint, backend="torch")
+    mapping = LocalizationEngine(KeyframeMap.create(embedder.dim, embedder.fingerprint), embedder,
+                                 EngineConfig(mode="mapping", session="day", keyframe_interval_s=0.5))
+    mapper, _ = _processor(mapping)
+    for i, msg in enumerate(day_left_messages):
+        mapper.process(msg, i, received_at=0.0, pose=_trajectory_pose(i))
+    mapper.save_map(str(map_dir))
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    node = VprNode(context=context, parameter_overrides=[
+        Parameter("model", value=str(checkpoint)), Parameter("backend", value="torch"),
+        Parameter("map_path", value=str(map_dir)), Parameter("use_compressed", value=True),
+        Parameter("rerank", value="none"), Parameter("temporal_consecutive", value=1)])
+    probe = rclpy.create_node("vpr_node_probe", context=context)
+    events, poses = [], []
+    probe.create_subscription(String, "/vpr_node/loop_closures",
+                              lambda m: events.append(json.loads(m.data)), 100)
+    probe.create_subscription(PoseWithCovarianceStamped, "/vpr_node/relocalization", poses.append, 100)
+    images = probe.create_publisher(CompressedImage, "/image/compressed", 10)
+    save_map = probe.create_client(Trigger, "/vpr_node/save_map")
+    reset = probe.create_client(Trigger, "/vpr_node/reset")
+    executor.add_node(node)
+    executor.add_node(probe)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        assert _wait_for(lambda: images.get_subscription_count() > 0, 10.0)
+        garbled = _to_rclpy_compressed(day_left_messages[0], CompressedImage, Header, Time)
+        garbled.data = array.array("B", b"\xff\xd8 not a jpeg")
+        images.publish(garbled)
+        assert _wait_for(lambda: len(events) >= 1)
+        for msg in day_left_messages[:6]:
+            images.publish(_to_rclpy_compressed(msg, CompressedImage, Header, Time))
+            count = len(events)
+            assert _wait_for(lambda: len(events) > count)
+        assert events[0]["reason"] == "bad_frame"
+        assert any(e["status"] == "accepted" for e in events[1:])
+        assert _wait_for(lambda: len(poses) >= 1)
+        assert poses[0].header.frame_id == "map" and poses[0].pose.covariance[0] > 0.0
+
+        for client in (save_map, reset):
+            assert client.wait_for_service(timeout_sec=10.0)
+            future = client.call_async(Trigger.Request())
+            assert _wait_for(future.done, 30.0)
+            assert future.result().success, future.result().message
+        assert len(KeyframeMap.load(map_dir, expected_fingerprint=embedder.fingerprint)) == BAG_FRAMES
+    finally:
+        executor.shutdown()
+        node.shutdown()
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        spinner.join(timeout=10.0)
+
