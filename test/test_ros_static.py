@@ -206,3 +206,12 @@ def test_code_is_python_3_10_syntax():
         pytest.skip("needs Python >= 3.10 to parse with feature_version")
     for path in sorted(ROS_DIR.glob("*.py")) + LAUNCH_FILES:
         ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 10))
+
+
+def test_interface_doc_lists_every_parameter_topic_and_service():
+    doc = (REPO / "docs" / "ros_interface.md").read_text(encoding="utf-8")
+    missing = [spec.name for spec in parameter_specs() if f"| `{spec.name}` |" not in doc]
+    assert missing == []
+    for name in ("~/relocalization", "~/loop_closures", "~/match_image", "/diagnostics",
+                 "~/save_map", "~/reset", "~/set_mapping_mode", '"schema"'):
+        assert name in doc, name
