@@ -269,6 +269,18 @@ def test_processor_turns_a_garbled_message_into_a_rejected_event(day_left_messag
     assert json.loads(processor.process(good, 8, received_at=0.0).event_json)["reason"] != "bad_frame"
 
 
+def test_processor_survives_an_engine_error_as_a_rejected_event(day_left_messages, day_left_map):
+    class FailingEngine(LocalizationEngine):
+        def process(self, frame, pose=None):
+            raise RuntimeError("FAISS index corrupted")
+
+    engine = FailingEngine(KeyframeMap.load(day_left_map), PixelEmbedder(), EngineConfig())
+    processor, stats = _processor(engine)
+    event = json.loads(processor.process(day_left_messages[0], 0, received_at=0.0).event_json)
+    assert (event["status"], event["reason"]) == ("rejected", "bad_frame")
+    assert event["detail"] == "RuntimeError: FAISS index corrupted" and stats.failed == 1
+
+
 def test_processor_switches_mode_resets_and_refuses_to_save_without_a_path(day_left_map):
     engine = build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(),
                           embedder=PixelEmbedder())

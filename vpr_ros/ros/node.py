@@ -110,11 +110,17 @@ class VprNode(Node):
             if item is None:
                 return
             msg, index, received_at = item
-            outcome = self._processor.process(msg, index, received_at, pose=self._robot_pose(msg))
-            if outcome.error:
-                self.get_logger().warning(f"frame {index} rejected: {outcome.error}",
-                                          throttle_duration_sec=LOG_THROTTLE_S)
-            self._publish(msg, outcome)
+            try:
+                outcome = self._processor.process(msg, index, received_at,
+                                                  pose=self._robot_pose(msg))
+                if outcome.error:
+                    self.get_logger().warning(f"frame {index} rejected: {outcome.error}",
+                                              throttle_duration_sec=LOG_THROTTLE_S)
+                self._publish(msg, outcome)
+            except Exception as err:  # the worker must outlive any one frame (or a publish at shutdown)
+                self._stats.record_failed(f"{type(err).__name__}: {err}")
+                self.get_logger().error(f"frame {index} not handled: {type(err).__name__}: {err}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
 
     def _robot_pose(self, msg):
         """map_frame <- base_frame at the image stamp, only needed to place new keyframes."""

@@ -2,9 +2,9 @@
 
 `FrameProcessor.process` decodes an image message (any object with the sensor_msgs field names,
 so rosbags messages work in tests), runs the engine, and returns what the node publishes. It
-never raises for a bad frame: a garbled image comes back as a rejected `bad_frame` event with
-the reason (the engine itself already turns unusable images into such events), so one bad frame
-cannot stop the node. All engine access (process, save, reset, mode switch) goes through one
+never raises for a bad frame: a garbled image or an engine error comes back as a rejected
+`bad_frame` event with the reason (the engine itself already turns unusable images into such
+events), so one bad frame cannot stop the node. All engine access (process, save, reset, mode switch) goes through one
 lock, because services run on the executor thread while frames are processed on the worker.
 """
 import dataclasses
@@ -63,16 +63,16 @@ class FrameProcessor:
         started_at = time.monotonic()
         stamp = stamp_to_seconds(msg.header.stamp)
         frame_id, name = str(msg.header.frame_id), f"{self._source_name}#{index}"
+        image = None
         try:
             image = message_to_rgb(msg)
-        except ValueError as err:
-            decision = Decision(stamp=stamp, frame_id=frame_id, frame_index=index, frame_name=name,
-                                reason=REASON_BAD_FRAME, detail=str(err))
-            image = None
-        else:
             frame = Frame(image=image, stamp=stamp, frame_id=frame_id, index=index, name=name)
             with self._lock:
                 decision = self._engine.process(frame, pose=pose)
+        except Exception as err:  # a garbled message or an engine failure costs one frame only
+            detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            decision = Decision(stamp=stamp, frame_id=frame_id, frame_index=index, frame_name=name,
+                                reason=REASON_BAD_FRAME, detail=detail)
         error = decision.detail if decision.reason == REASON_BAD_FRAME else ""
         if error:
             self._stats.record_failed(error)
