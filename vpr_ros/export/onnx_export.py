@@ -42,6 +42,10 @@ def export_onnx(model, path, opset: int = MAX_OPSET) -> OnnxModelInfo:
     with warnings.catch_warnings():
         # The exporter notes that it cannot fold strided Slice ops; harmless for this graph.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # The legacy exporter is deprecated but is the one that emits opset ≤ 17 directly
+        # (the torch.export-based one starts at opset 18 and needs onnxscript).
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based")
         with torch.no_grad():
             torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamic_axes=DYNAMIC_AXES,

@@ -1,0 +1,133 @@
+"""Embedding speed: torch vs ONNX Runtime on this CPU, per input size and batch size, in one run.
+
+For each input size W×H a model is built whose `image_long_side` equals W, so the network runs
+at that resolution (preprocessing rounds sides to multiples of 32: 320×240 runs at 320×256).
+Each configuration times whole `Embedder.embed` calls on uint8 frames (preprocessing included)
+and prints ms per frame (p50, p99), frames/s, process CPU ms per frame (less sensitive to other
+load on a shared machine) and the ONNX Runtime / torch speed ratio.
+
+    python bench/embedding_speed.py                       # default model, 640×480 and 320×240
+    python bench/embedding_speed.py --whitening-dim 4096  # with PCA-whitening (random projection)
+    python bench/embedding_speed.py --feature-block 10 --sizes 640x480
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vpr_ros.export.onnx_export import export_onnx  # noqa: E402
+from vpr_ros.model import ModelConfig, build_model  # noqa: E402
+from vpr_ros.runtime.embedder import TorchEmbedder  # noqa: E402
+from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder  # noqa: E402
+
+TARGET_FPS = 15.0
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
+def build_bench_model(long_side: int, args):
+    """A model of the default architecture at `long_side`; NetVLAD/whitening weights are random
+    (speed does not depend on their values)."""
+    import torch
+
+    backbone_kwargs = {"feature_block": args.feature_block} if args.feature_block else {}
+    config = ModelConfig(image_long_side=long_side, num_clusters=args.clusters,
+                         backbone_kwargs=backbone_kwargs)
+    model = build_model(config).eval()
+    if args.whitening_dim:
+        rng = np.random.default_rng(0)
+        projection = rng.standard_normal((args.whitening_dim, model.netvlad.output_dim))
+        model.set_whitening(np.zeros(model.netvlad.output_dim, np.float32),
+                            (projection / np.sqrt(projection.shape[1])).astype(np.float32))
+    torch.manual_seed(0)
+    return model
+
+
+def time_embedder(embedder, frames: List[np.ndarray], batch: int, iterations: int,
+                  warmup: int) -> Dict[str, float]:
+    """Per-frame wall ms (p50, p99), frames/s and CPU ms per frame over `iterations` calls."""
+    batches = [frames[j:j + batch] for j in range(0, len(frames) - batch + 1, batch)]
+    for i in range(warmup):
+        embedder.embed(batches[i % len(batches)])
+    per_frame, cpu0, wall0 = [], time.process_time(), time.perf_counter()
+    for i in range(iterations):
+        start = time.perf_counter()
+        embedder.embed(batches[i % len(batches)])
+        per_frame.append((time.perf_counter() - start) * 1000 / batch)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    frames_done = iterations * batch
+    return {"p50": float(np.percentile(per_frame, 50)), "p99": float(np.percentile(per_frame, 99)),
+            "fps": frames_done / wall, "cpu_ms": cpu * 1000 / frames_done}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(640, 480), (320, 240)],
+                        help="input sizes WxH (default 640x480 320x240)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=12, help="timed embed() calls")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
+                        choices=["torch", "onnxruntime"])
+    parser.add_argument("--feature-block", type=int, help="EfficientNet-Lite0 block (default 15)")
+    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--whitening-dim", type=int, help="add PCA-whitening to this dim")
+    args = parser.parse_args(argv)
+
+    print(f"cpu cores {os.cpu_count()}, threads {args.threads}, load average "
+          f"{os.getloadavg()[0]:.1f} (other processes skew wall times; CPU ms/frame less so)")
+    rng = np.random.default_rng(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for width, height in args.sizes:
+            long_side = max(width, height)
+            model = build_bench_model(long_side, args)
+            onnx_path = Path(tmp) / f"bench_{long_side}.onnx"
+            export_onnx(model, onnx_path)
+            frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(8)]
+            print(f"\n{width}x{height}: long side {long_side}, dim {model.output_dim}, "
+                  f"ONNX {onnx_path.stat().st_size / 1e6:.0f} MB")
+            for batch in args.batches:
+                results = {}
+                for backend in args.backends:
+                    if backend == "torch":
+                        embedder = TorchEmbedder(model, batch_size=batch, threads=args.threads)
+                    else:
+                        embedder = OnnxRuntimeEmbedder(onnx_path, batch_size=batch,
+                                                       threads=args.threads)
+                    results[backend] = time_embedder(embedder, frames, batch, args.iterations,
+                                                     args.warmup)
+                    r = results[backend]
+                    rows.append((f"{width}x{height}", batch, backend, r))
+                    print(f"  batch {batch} {backend:<12} p50 {r['p50']:7.1f} ms  p99 "
+                          f"{r['p99']:7.1f} ms  {r['fps']:6.1f} frames/s  cpu {r['cpu_ms']:7.1f} "
+                          f"ms/frame", flush=True)
+                if {"torch", "onnxruntime"} <= set(results):
+                    speedup = results["onnxruntime"]["fps"] / results["torch"]["fps"]
+                    cpu_ratio = results["torch"]["cpu_ms"] / results["onnxruntime"]["cpu_ms"]
+                    print(f"  batch {batch} onnxruntime/torch: {speedup:.2f}x frames/s, "
+                          f"{cpu_ratio:.2f}x less CPU per frame")
+    best = {}
+    for size, _, backend, r in rows:
+        if backend == "onnxruntime":
+            best[size] = max(best.get(size, 0.0), r["fps"])
+    for size, fps in best.items():
+        verdict = "meets" if fps >= TARGET_FPS else "misses"
+        print(f"\nONNX Runtime at {size}: best {fps:.1f} frames/s, {verdict} the "
+              f"{TARGET_FPS:.0f} frames/s target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
