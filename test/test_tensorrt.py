@@ -1,0 +1,237 @@
+"""Engine cache keys and records, INT8 calibration batches, the build-engine command, and (where
+TensorRT and a GPU exist) real engines compared with ONNX Runtime."""
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from vpr_ros.cli import main as cli_main
+from vpr_ros.commands.build_engine import parse_shape
+from vpr_ros.export.metadata import OnnxModelInfo
+from vpr_ros.export.tensorrt_build import default_profile
+from vpr_ros.runtime.calibration import (calibration_batches, calibration_id, calibration_images,
+                                         calibration_tensor)
+from vpr_ros.runtime.engine_cache import (EngineKey, ShapeProfile, engine_path_for, file_sha256,
+                                          load_engine, record_path, save_engine)
+from vpr_ros.runtime.preprocess import preprocess
+
+PROFILE = ShapeProfile(min=(1, 3, 32, 32), opt=(1, 3, 96, 128), max=(4, 3, 128, 128))
+INFO = OnnxModelInfo(fingerprint="0123456789abcdef", image_long_side=128, dim=24)
+
+
+def make_key(**changes) -> EngineKey:
+    fields = dict(onnx_sha256="a" * 64, tensorrt_version="10.3.0", gpu_name="Orin",
+                  precision="fp16", profile=PROFILE)
+    fields.update(changes)
+    return EngineKey(**fields)
+
+
+def write_images(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f"frame{i}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+    return folder
+
+
+# --- engine cache -------------------------------------------------------------------------
+
+def test_engine_key_changes_with_onnx_content_tensorrt_version_gpu_and_build_options(tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    first.write_bytes(b"graph one")
+    second.write_bytes(b"graph two")
+    assert file_sha256(first) != file_sha256(second)
+    base = make_key(onnx_sha256=file_sha256(first))
+    variants = [make_key(onnx_sha256=file_sha256(second)), make_key(tensorrt_version="10.4.0"),
+                make_key(gpu_name="NVIDIA GeForce RTX 4090"), make_key(precision="int8"),
+                make_key(profile=ShapeProfile(PROFILE.min, PROFILE.opt, (8, 3, 128, 128))),
+                make_key(precision="int8", calibration="ffff")]
+    digests = {base.digest()} | {key.digest() for key in variants}
+    assert len(digests) == 1 + len(variants)
+    assert make_key(onnx_sha256=file_sha256(first)).digest() == base.digest()
+    path = engine_path_for(first, base)
+    assert path.parent == tmp_path and path.name == f"a.{base.digest()}.engine"
+
+
+def test_saved_engine_loads_back_with_its_key_and_model_info(tmp_path):
+    key = make_key()
+    path = save_engine(tmp_path / "m.x.engine", b"serialized engine", key, INFO)
+    data, loaded_key, info = load_engine(path, "10.3.0", "Orin", expected=key)
+    assert (data, loaded_key, info) == (b"serialized engine", key, INFO)
+    record = json.loads(record_path(path).read_text())
+    assert record["key"]["gpu_name"] == "Orin" and record["model"]["dim"] == 24
+
+
+def test_engine_from_another_tensorrt_gpu_or_key_is_refused(tmp_path):
+    path = save_engine(tmp_path / "m.engine", b"engine", make_key(), INFO)
+    with pytest.raises(ValueError, match="TensorRT 10.3.0 .*this machine has TensorRT 10.4.0"):
+        load_engine(path, "10.4.0", "Orin")
+    with pytest.raises(ValueError, match="'Orin'; this machine .* 'RTX 3060'"):
+        load_engine(path, "10.3.0", "RTX 3060")
+    with pytest.raises(ValueError, match="another ONNX file, precision or shape profile"):
+        load_engine(path, "10.3.0", "Orin", expected=make_key(precision="fp32"))
+
+
+def test_truncated_or_replaced_engine_gives_a_clear_error(tmp_path):
+    path = save_engine(tmp_path / "m.engine", b"a complete engine", make_key(), INFO)
+    path.write_bytes(b"a compl")
+    with pytest.raises(ValueError, match="does not match its record .*rebuild"):
+        load_engine(path, "10.3.0", "Orin")
+    record_path(path).write_text("{not json")
+    with pytest.raises(ValueError, match="record .* is corrupt"):
+        load_engine(path, "10.3.0", "Orin")
+    record_path(path).unlink()
+    with pytest.raises(FileNotFoundError, match="has no record"):
+        load_engine(path, "10.3.0", "Orin")
+    with pytest.raises(FileNotFoundError, match="build-engine"):
+        load_engine(tmp_path / "missing.engine", "10.3.0", "Orin")
+
+
+def test_shape_profile_is_validated_and_default_covers_common_cameras():
+    with pytest.raises(ValueError, match="min ≤ opt ≤ max"):
+        ShapeProfile(min=(1, 3, 64, 64), opt=(1, 3, 32, 32), max=(4, 3, 128, 128))
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        ShapeProfile(min=(1, 1, 64, 64), opt=(1, 1, 64, 64), max=(1, 1, 64, 64))
+    profile = default_profile(640)
+    for height, width in [(480, 640), (540, 960), (360, 640), (640, 480), (1080, 1920)]:
+        shape = (1, *preprocess(np.zeros((height, width, 3), np.uint8), 640).shape)
+        assert profile.contains(shape), (height, width, shape)
+    assert not profile.contains((5, 3, 480, 640))
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+def test_calibration_batches_have_the_profile_shape_and_the_runtime_preprocessing(tmp_path):
+    folder = write_images(tmp_path / "calib", [(120, 160)] * 9 + [(160, 120)])
+    batches = list(calibration_batches(folder, batch_size=4, height=96, width=128))
+    assert len(batches) == 2                                  # 10 images: last partial dropped
+    for batch in batches:
+        assert batch.shape == (4, 3, 96, 128) and batch.dtype == np.float32
+        assert 0.0 <= batch.min() and batch.max() <= 1.0
+    first = cv2.cvtColor(cv2.imread(str(folder / "frame0.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(batches[0][0], preprocess(first, 128))
+
+
+def test_calibration_resizes_other_aspects_and_rejects_too_few_images(tmp_path):
+    tensor, resized = calibration_tensor(np.zeros((160, 120, 3), np.uint8), 96, 128)
+    assert tensor.shape == (3, 96, 128) and resized
+    assert not calibration_tensor(np.zeros((120, 160, 3), np.uint8), 96, 128)[1]
+    folder = write_images(tmp_path / "few", [(120, 160)] * 3)
+    with pytest.raises(ValueError, match="at least 8 images"):
+        next(calibration_batches(folder, batch_size=8, height=96, width=128))
+
+
+def test_calibration_images_are_spread_over_the_folder_and_identified(tmp_path):
+    folder = write_images(tmp_path / "many", [(40, 40)] * 20)
+    picked = calibration_images(folder, max_images=5)
+    assert [p.name for p in picked] == [f"frame{i}.png" for i in (0, 5, 10, 14, 19)]
+    assert calibration_id(picked, 4) != calibration_id(picked[:4], 4)
+    assert calibration_id(picked, 4) != calibration_id(picked, 8)
+
+
+def test_calibration_batches_from_gardens_point(gardens_point):
+    batches = calibration_batches(gardens_point / "night_right", batch_size=2, height=352,
+                                  width=640, max_images=4)
+    shapes = [batch.shape for batch in batches]
+    assert shapes == [(2, 3, 352, 640)] * 2
+
+
+# --- build-engine command -------------------------------------------------------------------
+
+def test_parse_shape():
+    assert parse_shape("1x3x480x640") == (1, 3, 480, 640)
+    with pytest.raises(Exception, match="BxCxHxW"):
+        parse_shape("480x640")
+
+
+def test_build_engine_without_tensorrt_says_where_to_build(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("onnx", reason="the onnx package is needed to export (pip install onnx)")
+    from vpr_ros.export.onnx_export import export_onnx
+    from test_export import tiny_model
+
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(tiny_model(), onnx_path)
+    for name in ("tensorrt", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert cli_main(["build-engine", "--onnx", str(onnx_path), "--fp16"]) == 2
+    assert "TensorRT is not usable here" in caplog.text and "target GPU" in caplog.text
+    assert cli_main(["build-engine", "--onnx", str(tmp_path / "missing.onnx")]) == 2
+    assert "ONNX file not found" in caplog.text
+
+
+# --- real TensorRT (NVIDIA GPU with TensorRT 10 + pycuda) ---------------------------------
+
+@pytest.fixture(scope="module")
+def gpu_onnx(tmp_path_factory):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (needs an NVIDIA GPU)")
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed (pip install pycuda)")
+    pytest.importorskip("onnx", reason="the onnx package is needed to export (pip install onnx)")
+    from vpr_ros.export.onnx_export import export_onnx
+    from vpr_ros.runtime.engine_cache import tensorrt_platform
+    from test_export import tiny_model
+
+    try:
+        tensorrt_platform()
+    except Exception as err:
+        pytest.skip(f"no usable CUDA GPU: {err}")
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
+    export_onnx(model, path)
+    return model, path
+
+
+@pytest.fixture
+def gpu_frames():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            for h, w in [(96, 128), (96, 128), (128, 96), (120, 160), (96, 128)]]
+
+
+@pytest.mark.parametrize("precision, min_cosine", [("fp32", 0.9999), ("fp16", 0.995)])
+def test_tensorrt_matches_onnxruntime_and_reuses_its_cached_engine(gpu_onnx, gpu_frames,
+                                                                   precision, min_cosine):
+    from vpr_ros.export.tensorrt_build import build_engine
+    from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder
+    from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
+
+    model, onnx_path = gpu_onnx
+    engine = TensorRTEmbedder.from_onnx(onnx_path, precision=precision, batch_size=4,
+                                        expected_fingerprint=model.fingerprint())
+    stamp = engine.engine_path.stat().st_mtime_ns
+    assert build_engine(onnx_path, precision=precision) == engine.engine_path
+    assert engine.engine_path.stat().st_mtime_ns == stamp
+    actual = engine.embed(gpu_frames)
+    expected = OnnxRuntimeEmbedder(onnx_path).embed(gpu_frames)
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(actual * expected, axis=1)) >= min_cosine
+
+
+def test_tensorrt_int8_engine_calibrates_from_images(gpu_onnx, gpu_frames, tmp_path):
+    from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
+
+    _, onnx_path = gpu_onnx
+    folder = write_images(tmp_path / "calib", [(96, 128)] * 16)
+    engine = TensorRTEmbedder.from_onnx(onnx_path, precision="int8", calib_dir=folder,
+                                        calib_batch_size=4)
+    assert engine.precision == "int8"
+    assert engine.engine_path.with_suffix(".calib").is_file()
+    assert engine.embed(gpu_frames).shape == (5, 24)
+
+
+def test_tensorrt_rejects_garbage_engine_and_shapes_outside_its_profile(gpu_onnx):
+    from vpr_ros.runtime.engine_cache import load_engine, tensorrt_platform
+    from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
+
+    _, onnx_path = gpu_onnx
+    narrow = ShapeProfile(min=(1, 3, 96, 96), opt=(1, 3, 96, 128), max=(2, 3, 128, 128))
+    engine = TensorRTEmbedder.from_onnx(onnx_path, precision="fp32", profile=narrow)
+    assert engine.batch_size == 2
+    with pytest.raises(ValueError, match="outside the engine's shape profile"):
+        engine.embed([np.zeros((128, 64, 3), np.uint8)])          # runs at 128×64: too narrow
+    version, gpu = tensorrt_platform()
+    _, key, info = load_engine(engine.engine_path, version, gpu)
+    garbage = save_engine(onnx_path.with_name("garbage.engine"), b"\0" * 1024, key, info)
+    with pytest.raises(ValueError, match="cannot deserialize"):
+        TensorRTEmbedder(garbage)
