@@ -1,0 +1,220 @@
+"""The network: pretrained backbone, NetVLAD layer, PCA-whitening, checkpoints, embedder."""
+import os
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vpr_ros.io.images import read_image
+from vpr_ros.model import ModelConfig, build_model
+from vpr_ros.model.backbones import EfficientNetLite0, create_backbone
+from vpr_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from vpr_ros.model.netvlad import NetVLAD
+from vpr_ros.model.whitening import fit_pca_whitening
+from vpr_ros.runtime.embedder import load_embedder
+from vpr_ros.runtime.preprocess import preprocess, target_size
+
+IMAGENET_MILITARY_UNIFORM = 652
+GRACE_HOPPER = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+TINY = dict(image_long_side=96, num_clusters=8, backbone_kwargs={"feature_block": 5})
+
+
+def _tensor(image, size):
+    import cv2
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(resized).permute(2, 0, 1)[None].float() / 255.0
+
+
+@torch.no_grad()
+def test_efficientnet_lite0_is_the_pretrained_imagenet_network():
+    """Grace Hopper in uniform: a confident 'military uniform' at two scales and mirrored."""
+    image = read_image(GRACE_HOPPER)
+    net = create_backbone("efficientnet_lite0").eval()
+    for x in (_tensor(image, 224), _tensor(image, 256), torch.flip(_tensor(image, 224), [3])):
+        probs = F.softmax(net.classify(x), dim=1)[0]
+        assert int(probs.argmax()) == IMAGENET_MILITARY_UNIFORM
+        assert float(probs.max()) > 0.3
+    untrained = EfficientNetLite0().eval()
+    assert float(F.softmax(untrained.classify(_tensor(image, 224)), 1).max()) < 0.05
+
+
+def test_vgg16_without_weights_file_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights"):
+        create_backbone("vgg16")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing.pth")):
+        create_backbone("vgg16", weights=str(tmp_path / "missing.pth"))
+
+
+def test_vgg16_loads_torchvision_layout(tmp_path):
+    donor = create_backbone("vgg16", pretrained=False)
+    state = {f"features.{k}": v for k, v in donor.features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    torch.save(state, tmp_path / "vgg16.pth")
+    net = create_backbone("vgg16", weights=str(tmp_path / "vgg16.pth"))
+    assert torch.equal(net.features[28].weight, donor.features[28].weight)
+    assert net(torch.rand(1, 3, 64, 64)).shape == (1, 512, 4, 4)
+
+
+def test_netvlad_shape_and_unit_norm():
+    layer = NetVLAD(num_clusters=8, dim=16)
+    out = layer(torch.randn(3, 16, 5, 7))
+    assert out.shape == (3, 8 * 16)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+
+
+def test_netvlad_is_invariant_to_the_order_of_local_features():
+    layer = NetVLAD(num_clusters=4, dim=8)
+    x = torch.randn(2, 8, 3, 5)
+    shuffled = x.flatten(2)[:, :, torch.randperm(15)].reshape(2, 8, 5, 3)
+    torch.testing.assert_close(layer(x), layer(shuffled))
+
+
+def test_netvlad_matches_the_definition():
+    """V_k = Σ_i a_k(x_i)(x_i − c_k), intra-normalized, then L2 — computed the long way."""
+    layer = NetVLAD(num_clusters=3, dim=4)
+    x = torch.randn(1, 4, 2, 3)
+    feats = F.normalize(x, dim=1).flatten(2)[0].T                     # (N, D)
+    assign = F.softmax(feats @ layer.assign.weight[:, :, 0, 0].T + layer.assign.bias, dim=1)
+    vlad = torch.stack([(assign[:, k:k + 1] * (feats - layer.centroids[k])).sum(0)
+                        for k in range(3)])
+    expected = F.normalize(F.normalize(vlad, dim=1).flatten(), dim=0)
+    torch.testing.assert_close(layer(x)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_kmeans_init_gives_the_layer_its_centers():
+    rng = np.random.default_rng(0)
+    centers = np.eye(6, dtype=np.float32)[:3] * 1.0
+    features = np.concatenate([c + 0.05 * rng.standard_normal((200, 6)) for c in centers])
+    layer = NetVLAD(num_clusters=3, dim=6)
+    alpha = layer.init_from_features(features.astype(np.float32))
+    found = layer.centroids.detach().numpy()
+    nearest = np.abs(found @ centers.T).argmax(axis=0)
+    assert sorted(nearest.tolist()) == [0, 1, 2]
+    for k, c in enumerate(centers):
+        assert np.linalg.norm(found[nearest[k]] - c) < 0.1
+    w = layer.assign.weight[:, :, 0, 0].detach().numpy()
+    np.testing.assert_allclose(w, 2 * alpha * found, rtol=1e-5)
+    np.testing.assert_allclose(layer.assign.bias.detach().numpy(),
+                               -alpha * (found ** 2).sum(1), rtol=1e-5)
+    # Each point is assigned almost entirely to its own center.
+    soft = F.softmax(torch.from_numpy(features @ w.T) + layer.assign.bias.detach(), dim=1)
+    assert float(soft.max(dim=1).values.mean()) > 0.9
+
+
+def test_kmeans_init_refuses_too_few_features():
+    with pytest.raises(ValueError, match="too few"):
+        NetVLAD(num_clusters=8, dim=4).init_from_features(np.ones((10, 4), np.float32))
+
+
+def test_pca_whitening_decorrelates_and_reduces():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 40)) @ rng.standard_normal((40, 40))
+    mean, proj = fit_pca_whitening(x, 10)
+    y = (x - mean) @ proj.T
+    np.testing.assert_allclose(np.cov(y.T), np.eye(10), atol=1e-3)
+    wide = rng.standard_normal((30, 500))                              # N < D: Gram path
+    mean, proj = fit_pca_whitening(wide, 20)
+    np.testing.assert_allclose(np.cov(((wide - mean) @ proj.T).T), np.eye(20), atol=1e-3)
+    with pytest.raises(ValueError, match="at most 29"):
+        fit_pca_whitening(wide, 64)
+
+
+def test_model_output_dim_and_norm_with_whitening():
+    model = build_model(ModelConfig(**TINY)).eval()
+    x = torch.rand(2, 3, 96, 64)
+    assert model(x).shape == (2, 8 * 80)
+    mean, proj = fit_pca_whitening(np.random.default_rng(0).standard_normal((50, 640)), 16)
+    model.set_whitening(mean, proj)
+    out = model(x)
+    assert out.shape == (2, 16) and model.config.whitening_dim == 16
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+
+
+def test_too_wide_netvlad_is_refused():
+    with pytest.raises(ValueError, match="reduce_dim"):
+        build_model(ModelConfig(backbone_kwargs={"feature_block": 15}, num_clusters=128),
+                    pretrained=False)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build_model(ModelConfig(**TINY)).eval()
+    mean, proj = fit_pca_whitening(np.random.default_rng(0).standard_normal((50, 640)), 16)
+    model.set_whitening(mean, proj)
+    path = tmp_path / "model.pt"
+    fingerprint = save_checkpoint(path, model, extra={"epoch": 3})
+    loaded, extra = load_checkpoint(path, with_extra=True)
+    assert loaded.fingerprint() == fingerprint == model.fingerprint()
+    assert extra == {"epoch": 3}
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert not list(tmp_path.glob(".*tmp")), "no temp file left behind"
+
+
+def test_checkpoint_fingerprint_mismatch_is_an_error(tmp_path):
+    model = build_model(ModelConfig(**TINY))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["netvlad.centroids"] += 1.0
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="fingerprint"):
+        load_checkpoint(path)
+
+
+def test_not_a_checkpoint_or_wrong_version_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a vpr_ros checkpoint"):
+        load_checkpoint(junk)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a vpr_ros checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    model = build_model(ModelConfig(**TINY))
+    save_checkpoint(tmp_path / "m.pt", model)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_preprocessing_keeps_aspect_and_rounds_to_the_stride():
+    assert target_size(540, 960, 640) == (352, 640)
+    assert target_size(360, 640, 640) == (352, 640)
+    assert target_size(480, 640, 320) == (256, 320)
+    out = preprocess(np.full((540, 960, 3), 255, np.uint8), 640)
+    assert out.shape == (3, 352, 640) and out.dtype == np.float32 and out.max() == 1.0
+    with pytest.raises(ValueError, match="H×W×3 uint8"):
+        preprocess(np.zeros((10, 10), np.uint8), 640)
+
+
+def test_embedder_batches_mixed_sizes_in_order():
+    model = build_model(ModelConfig(**TINY)).eval()
+    embedder = load_embedder(model=model, backend="torch", batch_size=2)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+              for h, w in [(60, 90), (90, 60), (60, 90), (100, 150), (90, 60)]]
+    out = embedder.embed(images)
+    assert out.shape == (5, embedder.dim) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.concatenate([embedder.embed([im]) for im in images])
+    np.testing.assert_allclose(out, one_by_one, atol=1e-5)
+
+
+def test_load_embedder_without_a_model_says_how_to_get_one():
+    with pytest.raises(ValueError, match="checkpoint"):
+        load_embedder(None)
+
+
+def test_unreadable_or_missing_image_names_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        read_image(bad)
+    with pytest.raises(FileNotFoundError, match="absent.png"):
+        read_image(tmp_path / "absent.png")

@@ -1,0 +1,26 @@
+"""`vpr-ros eval`: Recall@N, PR curve and AUC on a database/query pair of image folders."""
+import argparse
+
+from vpr_ros.evaluation.run import format_table, run_eval
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True, help="folder of database (map) images")
+    parser.add_argument("--query", required=True, help="folder of query images")
+    gt = parser.add_mutually_exclusive_group()
+    gt.add_argument("--gt", help="ground-truth CSV (columns query,positives; or Gardens Point's)")
+    gt.add_argument("--tolerance-frames", type=int, default=2,
+                    help="aligned folders: query i matches db i±N (default 2)")
+    parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on --db")
+    parser.add_argument("--save-model", help="keep the off-the-shelf model as this checkpoint")
+    parser.add_argument("--backend", default="torch", help="embedding backend (default torch)")
+    parser.add_argument("--out", required=True, help="output folder for metrics.json and PNGs")
+
+
+def run(args) -> int:
+    metrics = run_eval(args.db, args.query, args.out, model_path=args.model, gt_csv=args.gt,
+                       tolerance=args.tolerance_frames, backend=args.backend,
+                       save_model=args.save_model)
+    print(format_table(metrics))
+    print(f"wrote {args.out}/metrics.json, pr_curve.png, matches.png")
+    return 0

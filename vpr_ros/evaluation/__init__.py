@@ -1,0 +1,1 @@
+"""Place-recognition evaluation: Recall@N, precision–recall, plots, and the `eval` pipeline."""

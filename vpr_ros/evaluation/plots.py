@@ -1,0 +1,61 @@
+"""Pictures of an evaluation: PR curves and example query/match pairs (matplotlib PNGs)."""
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be set first)
+import numpy as np  # noqa: E402
+
+from vpr_ros.io.atomic import atomic_path  # noqa: E402
+from vpr_ros.io.images import read_image  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_pr_curves(curves: Dict[str, Tuple[np.ndarray, np.ndarray, float]], path, title="") -> None:
+    """One PR curve per method: {label: (precision, recall, auc)}."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for label, (precision, recall, auc) in curves.items():
+        ax.plot(np.concatenate([[0], recall]), np.concatenate([[1], precision]),
+                label=f"{label} (AUC {auc:.2f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    _save(fig, path)
+
+
+def plot_match_pairs(pairs: Sequence[Tuple[Path, Path, float, bool]], path, title="",
+                     thumb_height: int = 160) -> None:
+    """Rows of query | best match, green title when right, red when wrong."""
+    if not pairs:
+        return
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(7, 2.2 * len(pairs)), squeeze=False)
+    for ax, (query, match, score, correct) in zip(axes[:, 0], pairs):
+        images = [read_image(p) for p in (query, match)]
+        images = [cv2.resize(im, (int(im.shape[1] * thumb_height / im.shape[0]), thumb_height))
+                  for im in images]
+        gap = np.full((thumb_height, 8, 3), 255, np.uint8)
+        ax.imshow(np.hstack([images[0], gap, images[1]]))
+        ax.set_title(f"{'RIGHT' if correct else 'WRONG'}  query {Path(query).name} → "
+                     f"{Path(match).name}  (score {score:.2f})",
+                     color="green" if correct else "red", fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def pick_examples(correct: np.ndarray, scores: np.ndarray, n_right: int = 3,
+                  n_wrong: int = 3) -> List[int]:
+    """Query indices to show: the most confident right matches and the most confident wrong ones."""
+    order = np.argsort(-scores)
+    right = [i for i in order if correct[i]][:n_right]
+    wrong = [i for i in order if not correct[i]][:n_wrong]
+    return right + wrong
