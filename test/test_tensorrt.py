@@ -1,6 +1,7 @@
 """Engine cache keys and records, INT8 calibration batches, the build-engine command, and (where
 TensorRT and a GPU exist) real engines compared with ONNX Runtime."""
 import json
+import os
 import sys
 
 import cv2
@@ -14,7 +15,8 @@ from vpr_ros.export.tensorrt_build import default_profile
 from vpr_ros.runtime.calibration import (calibration_batches, calibration_id, calibration_images,
                                          calibration_tensor)
 from vpr_ros.runtime.engine_cache import (EngineKey, ShapeProfile, engine_path_for, file_sha256,
-                                          load_engine, record_path, save_engine)
+                                          find_cached_engine, load_engine, record_path,
+                                          save_engine)
 from vpr_ros.runtime.preprocess import preprocess
 
 PROFILE = ShapeProfile(min=(1, 3, 32, 32), opt=(1, 3, 96, 128), max=(4, 3, 128, 128))
@@ -72,6 +74,20 @@ def test_engine_from_another_tensorrt_gpu_or_key_is_refused(tmp_path):
         load_engine(path, "10.3.0", "RTX 3060")
     with pytest.raises(ValueError, match="another ONNX file, precision or shape profile"):
         load_engine(path, "10.3.0", "Orin", expected=make_key(precision="fp32"))
+
+
+def test_cached_engine_of_any_profile_is_found_for_the_same_onnx_platform_and_precision(
+        tmp_path):
+    onnx_path = tmp_path / "model.onnx"
+    wide = ShapeProfile(PROFILE.min, PROFILE.opt, (8, 3, 128, 128))
+    old = save_engine(engine_path_for(onnx_path, make_key()), b"old", make_key(), INFO)
+    new_key = make_key(profile=wide)
+    new = save_engine(engine_path_for(onnx_path, new_key), b"new", new_key, INFO)
+    os.utime(old, ns=(1, 1))
+    assert find_cached_engine(onnx_path, "a" * 64, "10.3.0", "Orin", "fp16") == new
+    assert find_cached_engine(onnx_path, "a" * 64, "10.3.0", "Orin", "int8") is None
+    assert find_cached_engine(onnx_path, "a" * 64, "10.3.0", "RTX 3060", "fp16") is None
+    assert find_cached_engine(onnx_path, "b" * 64, "10.3.0", "Orin", "fp16") is None
 
 
 def test_truncated_or_replaced_engine_gives_a_clear_error(tmp_path):

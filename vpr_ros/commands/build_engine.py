@@ -44,29 +44,31 @@ def _profile(args, long_side: int):
 
 def run(args) -> int:
     from vpr_ros.export.metadata import read_onnx_info
+    from vpr_ros.export.tensorrt_build import build_engine
 
     info = read_onnx_info(args.onnx)
     profile = _profile(args, info.image_long_side)
     precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     if args.calib and not args.int8:
         raise ValueError("--calib is only used with --int8")
-    build = _import_builder()
-    path = build(args.onnx, precision=precision, profile=profile, calib_dir=args.calib,
-                 calib_batch_size=args.calib_batch, calib_max_images=args.calib_images,
-                 workspace_gb=args.workspace_gb, rebuild=args.rebuild)
+    _check_tensorrt()
+    path = build_engine(args.onnx, precision=precision, profile=profile, calib_dir=args.calib,
+                        calib_batch_size=args.calib_batch, calib_max_images=args.calib_images,
+                        workspace_gb=args.workspace_gb, rebuild=args.rebuild)
     print(f"engine {path} ({precision}, profile min {profile.min} opt {profile.opt} "
           f"max {profile.max}); backends find it from the ONNX path")
     return 0
 
 
-def _import_builder():
-    """The engine builder, or a ValueError that says how to get TensorRT."""
+def _check_tensorrt() -> None:
+    """ValueError saying how to get TensorRT when it or a GPU is missing here."""
+    from vpr_ros.runtime.engine_cache import tensorrt_platform
+
     try:
-        import pycuda.driver  # noqa: F401
-        import tensorrt  # noqa: F401
+        tensorrt_platform()
     except ImportError as err:
         raise ValueError(f"TensorRT is not usable here ({err}); build the engine on the target "
                          f"GPU (JetPack ships tensorrt; pip install pycuda)") from err
-    from vpr_ros.export.tensorrt_build import build_engine
-
-    return build_engine
+    except Exception as err:  # pycuda raises its own error types when no driver/GPU is present
+        raise ValueError(f"no usable CUDA GPU for TensorRT here ({err}); build the engine on "
+                         f"the target GPU") from err

@@ -16,8 +16,8 @@ from vpr_ros.runtime.calibration import (DEFAULT_MAX_IMAGES, calibration_batches
                                          calibration_id, calibration_images,
                                          create_entropy_calibrator)
 from vpr_ros.runtime.engine_cache import (PRECISIONS, EngineKey, ShapeProfile, engine_path_for,
-                                          file_sha256, load_engine, record_path, save_engine,
-                                          tensorrt_platform)
+                                          file_sha256, find_cached_engine, load_engine,
+                                          record_path, save_engine, tensorrt_platform)
 from vpr_ros.runtime.preprocess import target_size
 
 LOG = logging.getLogger(__name__)
@@ -38,19 +38,28 @@ def build_engine(onnx_path, precision: str = "fp16", profile: Optional[ShapeProf
                  rebuild: bool = False) -> Path:
     """The engine for `onnx_path` on this GPU: reused from the cache when its key matches.
 
-    Returns the engine path (`<onnx stem>.<key>.engine`, with a `.json` record beside it).
+    Without an explicit `profile`, any cached engine of this ONNX, TensorRT, GPU and precision
+    is reused (e.g. one built by `vpr-ros build-engine` with a custom profile); a new one gets
+    `default_profile`. Returns the engine path (`<onnx stem>.<key>.engine`, with a `.json`
+    record beside it).
     """
     onnx_path = Path(onnx_path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    info = read_onnx_info(onnx_path)
+    tensorrt_version, gpu_name = tensorrt_platform()
+    onnx_sha256 = file_sha256(onnx_path)
+    if profile is None and not rebuild and (precision != "int8" or calib_dir is None):
+        cached = find_cached_engine(onnx_path, onnx_sha256, tensorrt_version, gpu_name, precision)
+        if cached is not None:
+            LOG.info("reusing cached TensorRT engine %s", cached)
+            return cached
     if precision == "int8" and calib_dir is None:
         raise ValueError("INT8 needs calibration images: pass --calib DIR (a few hundred frames "
                          "from the robot's camera), or use --fp16")
-    info = read_onnx_info(onnx_path)
     profile = profile or default_profile(info.image_long_side)
-    tensorrt_version, gpu_name = tensorrt_platform()
     images = calibration_images(calib_dir, calib_max_images) if precision == "int8" else []
-    key = EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=tensorrt_version,
+    key = EngineKey(onnx_sha256=onnx_sha256, tensorrt_version=tensorrt_version,
                     gpu_name=gpu_name, precision=precision, profile=profile,
                     calibration=calibration_id(images, calib_batch_size) if images else "")
     engine_path = engine_path_for(onnx_path, key)

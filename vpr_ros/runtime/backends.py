@@ -72,12 +72,9 @@ class _Sources:
 
 
 def _tensorrt(src: _Sources, batch_size: int, precision: str, **_) -> Embedder:
+    from vpr_ros.runtime.engine_cache import tensorrt_platform
+
     try:
-        import pycuda.driver  # noqa: F401  (availability probe)
-        import tensorrt  # noqa: F401
-
-        from vpr_ros.runtime.engine_cache import tensorrt_platform
-
         tensorrt_platform()
     except ImportError as err:
         raise BackendUnavailable(f"import failed: {err}") from err

@@ -131,6 +131,23 @@ def load_engine(engine_path, tensorrt_version: str, gpu_name: str,
     return data, key, info
 
 
+def find_cached_engine(onnx_path, onnx_sha256: str, tensorrt_version: str, gpu_name: str,
+                       precision: str) -> Optional[Path]:
+    """The newest engine beside `onnx_path` built from this ONNX content, on this TensorRT and
+    GPU, at `precision` (any shape profile); None when there is none."""
+    onnx_path = Path(onnx_path)
+    matches = []
+    for engine in onnx_path.parent.glob(f"{onnx_path.stem}.*.engine"):
+        try:
+            key = _key_from_dict(json.loads(record_path(engine).read_text())["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if (key.onnx_sha256, key.tensorrt_version, key.gpu_name, key.precision) == (
+                onnx_sha256, tensorrt_version, gpu_name, precision):
+            matches.append(engine)
+    return max(matches, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
 def tensorrt_platform() -> Tuple[str, str]:
     """(TensorRT version, name of CUDA device 0) of this machine; ImportError without them."""
     import pycuda.driver as cuda
