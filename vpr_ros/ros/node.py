@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -190,10 +191,10 @@ class VprNode(Node):
         return response
 
     def shutdown(self) -> None:
-        """Stop the worker after its current frame, then save the map if configured."""
+        """Stop the worker after its current frame, then save the map if configured and grown."""
         self._buffer.close()
         self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
-        if self.settings.save_map_on_shutdown:
+        if self.settings.save_map_on_shutdown and self._stats.keyframes_added:
             try:
                 count = self._processor.save_map(self.settings.map_path)
                 self.get_logger().info(f"saved {count} keyframes to {self.settings.map_path}")
@@ -208,7 +209,8 @@ def main(args=None) -> int:
     try:
         node = VprNode()
         rclpy.spin(node)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ParameterException) as err:
+        # bad parameters (rclpy refuses e.g. an integer for a double), missing model or map
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -42,7 +42,7 @@ class NodeSettings:
         "keyframe map directory: loaded at start-up when it exists (required in localization "
         "mode); in mapping mode a new map is started and written here by ~/save_map"))
     save_map_on_shutdown: bool = field(default=False, metadata=_describe(
-        "save the map to map_path when the node shuts down"))
+        "save the map to map_path when the node shuts down, if keyframes were added"))
     use_compressed: bool = field(default=False, metadata=_describe(
         "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"))
     map_frame: str = field(default="map", metadata=_describe(
