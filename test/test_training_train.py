@@ -1,0 +1,143 @@
+"""The training loop on a tiny synthetic walk: a step lowers the loss, resume, Ctrl-C, final model."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from test_training_datasets import write_traversals
+from training.config import config_from_dict, load_config
+from training.distributed import DistContext
+from training.train import Trainer, main
+from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint
+
+TRAVERSALS = ["day_a", "day_b", "night"]
+
+
+def tiny_config(root, out, **changes) -> dict:
+    """12 places × 3 walks of 64×64 images, a 40-channel backbone cut and 4 NetVLAD clusters."""
+    config = {
+        "output_dir": str(out),
+        "model": {"image_long_side": 64, "num_clusters": 4, "backbone_kwargs": {"feature_block": 4}},
+        "data": {
+            "train": {"kind": "aligned", "root": str(root), "db_traversals": TRAVERSALS,
+                      "query_traversals": TRAVERSALS, "places": [0, 8], "pos_radius": 1,
+                      "neg_radius": 2},
+            "val": {"kind": "aligned", "root": str(root), "db_traversals": ["day_b"],
+                    "query_traversals": ["night"], "places": [8, 12], "eval_radius": 0},
+        },
+        "mining": {"negatives_kept": 3, "cache_refresh_queries": 12},
+        "optim": {"epochs": 1, "batch_size": 4, "lr": 0.01},
+        "recall_ns": [1, 2],
+        "select_by_recall_at": 2,
+        "whitening_dim": 8,
+        "cluster_images": 24,
+        "embed_batch_size": 12,
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            config[section][name] = value
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    return write_traversals(tmp_path_factory.mktemp("walk"), places=12, size=64)
+
+
+def _rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_steps_lower_the_loss_on_fixed_tuples(walk, tmp_path):
+    trainer = Trainer(config_from_dict(tiny_config(walk, tmp_path)), DistContext())
+    trainer.refresh_cache()
+    queries = trainer.miner.queries[:4]
+    losses = [trainer.step(queries) for _ in range(5)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_only_the_last_blocks_and_netvlad_are_trained(walk, tmp_path):
+    trainer = Trainer(config_from_dict(tiny_config(walk, tmp_path, **{"optim.trainable_blocks": 1})),
+                      DistContext())
+    trunk = trainer.model.backbone.trunk()
+    assert all(p.requires_grad for p in trainer.model.netvlad.parameters())
+    assert all(p.requires_grad for p in trunk[-1].parameters())
+    assert not any(p.requires_grad for m in trunk[:-1] for p in m.parameters())
+
+
+def test_run_resume_and_final_model(walk, tmp_path):
+    out = tmp_path / "run"
+    first = Trainer(config_from_dict(tiny_config(walk, out)), DistContext())
+    first.fit()
+    state = read_checkpoint(out / "last.pt")["extra"]
+    assert state["next_epoch"] == 1 and state["optimizer"]["state"]
+
+    resumed = Trainer(config_from_dict(tiny_config(walk, out, **{"optim.epochs": 2})), DistContext(),
+                      resume=out / "last.pt")
+    assert resumed.start_epoch == 1
+    assert resumed.best_recall == pytest.approx(state["best_recall"])
+    momentum = resumed.optimizer.state_dict()["state"]
+    assert momentum and all("momentum_buffer" in s for s in momentum.values())
+    resumed.fit()
+    assert [r["epoch"] for r in _rows(out / "epochs.csv")] == ["0", "1", "2"]
+    assert read_checkpoint(out / "last.pt")["extra"]["next_epoch"] == 2
+
+    final = resumed.finalize()
+    model = load_checkpoint(final)
+    assert model.whitening is not None and model.output_dim == 8
+    out_desc = model(torch.rand(2, 3, 64, 64))
+    assert out_desc.shape == (2, 8)
+    torch.testing.assert_close(out_desc.norm(dim=1), torch.ones(2))
+
+
+def test_ctrl_c_keeps_a_resumable_checkpoint(walk, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(config_from_dict(tiny_config(walk, out)), DistContext())
+    calls = {"n": 0}
+    real_step = trainer.step
+
+    def interrupted_step(queries):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_step(queries)
+
+    monkeypatch.setattr(trainer, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    saved = load_checkpoint(out / "last.pt", with_extra=True)
+    assert saved[1]["next_epoch"] == 0
+    assert saved[0].fingerprint() == trainer.model.fingerprint()
+    resumed = Trainer(config_from_dict(tiny_config(walk, out)), DistContext(), resume=out / "last.pt")
+    assert resumed.start_epoch == 0
+
+
+def test_cli_reports_config_and_dataset_errors(walk, tmp_path, caplog):
+    bad_key = tiny_config(walk, tmp_path)
+    bad_key["optim"]["learning_rate"] = 0.1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad_key))
+    assert main(["--config", str(path)]) == 2
+    assert "optim.learning_rate" in caplog.text
+
+    missing = tiny_config(walk, tmp_path)
+    missing["data"]["val"]["query_traversals"] = ["dusk"]
+    path.write_text(yaml.safe_dump(missing))
+    assert main(["--config", str(path)]) == 2
+    assert "image folder not found" in caplog.text and "dusk" in caplog.text
+
+
+def test_config_rejects_bad_values_and_whitening_larger_than_data(walk, tmp_path):
+    with pytest.raises(ValueError, match="loss.kernel 'gauss'"):
+        config_from_dict(tiny_config(walk, tmp_path, **{"loss": {"kernel": "gauss"}}))
+    with pytest.raises(ValueError, match="whitening_dim 64 needs at least 65"):
+        Trainer(config_from_dict(tiny_config(walk, tmp_path, whitening_dim=64)), DistContext())
+    with pytest.raises(FileNotFoundError, match="training config not found"):
+        load_config(tmp_path / "nope.yaml")
