@@ -18,6 +18,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/data/sample", ["data/sample/DATA.md"]),
+        (f"share/{PACKAGE}/data/sample/day_right", glob("data/sample/day_right/*.jpg")),
+        (f"share/{PACKAGE}/data/sample/night_right", glob("data/sample/night_right/*.jpg")),
     ],
     install_requires=[
         "numpy>=1.21",
