@@ -1,5 +1,6 @@
 """The training loop on a tiny synthetic walk: a step lowers the loss, resume, Ctrl-C, final model."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,15 @@ def test_config_rejects_bad_values_and_whitening_larger_than_data(walk, tmp_path
         Trainer(config_from_dict(tiny_config(walk, tmp_path, whitening_dim=64)), DistContext())
     with pytest.raises(FileNotFoundError, match="training config not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_load_and_need_the_datasets_variable(monkeypatch):
+    configs = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
+    assert configs
+    monkeypatch.setenv("VPR_ROS_DATASETS", "/data")
+    for path in configs:
+        config = load_config(path)
+        assert config.data.train.root.startswith("/data/")
+    monkeypatch.delenv("VPR_ROS_DATASETS")
+    with pytest.raises(ValueError, match="VPR_ROS_DATASETS .* is not set"):
+        load_config(configs[0])

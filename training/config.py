@@ -1,6 +1,7 @@
 """Training configuration: a YAML file read into dataclasses, with unknown keys refused by name."""
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -115,10 +116,20 @@ def _build(cls, data, where: str):
         elif name in ("places",) and value is not None:
             values[name] = tuple(value)
         elif isinstance(value, str):
-            values[name] = os.path.expandvars(value)
+            values[name] = _expand(value, f"{where}{name}")
         else:
             values[name] = value
     return cls(**values)
+
+
+def _expand(value: str, key: str) -> str:
+    """`value` with ${VAR} replaced from the environment; an unset variable is an error."""
+    expanded = os.path.expandvars(value)
+    unset = re.findall(r"\$\{?(\w+)", expanded)
+    if unset:
+        raise ValueError(f"{key}: environment variable {unset[0]} in {value!r} is not set; "
+                         f"export it (e.g. VPR_ROS_DATASETS=/path/to/datasets) or write the path")
+    return expanded
 
 
 def load_config(path, overrides: Optional[dict] = None) -> TrainConfig:
