@@ -1,4 +1,7 @@
-"""Descriptors for a `PlaceSet` and its Recall@N (FAISS exact inner-product search)."""
+"""Descriptors for a `PlaceSet` and its Recall@N (FAISS exact inner-product search).
+
+Recall is `vpr_ros.evaluation.metrics.recall_at_n`, the same code `vpr-ros eval` reports with.
+"""
 from typing import Dict, List, Sequence
 
 import faiss
@@ -9,6 +12,7 @@ from tqdm import tqdm
 from training.datasets import PlaceSet
 from training.distributed import DistContext, gather_sharded_rows, shard
 from training.images import ImageStore
+from vpr_ros.evaluation.metrics import recall_at_n
 
 
 @torch.no_grad()
@@ -32,20 +36,6 @@ def embed_paths(model: torch.nn.Module, store: ImageStore, paths: Sequence, batc
 def _output_dim(model, store, paths, context) -> int:
     """Descriptor width for a rank that got no images (more ranks than images)."""
     return int(model(store.batch([paths[0]]).to(context.device)).shape[1])
-
-
-def recall_at_n(ranked_ids: np.ndarray, positives: Sequence[np.ndarray],
-                ns: Sequence[int]) -> Dict[int, float]:
-    """Share of queries with a true positive among their first N results, for each N.
-
-    Queries without any positive in the database are left out (they cannot be answered).
-    """
-    answerable = [q for q in range(len(positives)) if len(positives[q])]
-    if not answerable:
-        raise ValueError("no query has a positive in the database; check eval_radius and positions")
-    hits = np.array([np.isin(ranked_ids[q], positives[q]) for q in answerable])
-    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), ranked_ids.shape[1])
-    return {int(n): float(np.mean(first_hit < n)) for n in ns}
 
 
 def rank_database(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
