@@ -25,7 +25,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig, load_config, to_dict
-from training.datasets import PlaceSet, open_place_set
+from training.datasets import open_place_set
 from training.distributed import (DistContext, all_reduce_mean, barrier, init_distributed,
                                   shutdown_distributed)
 from training.evaluation import embed_paths, evaluate_recall
