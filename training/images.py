@@ -13,6 +13,9 @@ from vpr_ros.model.backbones import STRIDE
 class ImageStore:
     """Reads images resized to a fixed (height, width) and turns batches into float tensors in [0, 1].
 
+    Tuples are batched, so every image gets the same size; the trainer derives it from the first
+    training image and the model's `image_long_side`, as the robot's preprocessing would.
+
     Mining touches every image once per cache refresh and each tuple re-reads a dozen images, so
     keeping the resized uint8 images in memory (`cache=True`) removes JPEG decoding from the loop;
     Gardens Point at 224×384 takes about 150 MB.
@@ -31,8 +34,12 @@ class ImageStore:
         """H×W×3 uint8 RGB at the store's size."""
         image = self._images.get(path)
         if image is None:
-            image = cv2.resize(read_image(path), (self.size[1], self.size[0]),
-                               interpolation=cv2.INTER_AREA)
+            image = read_image(path)
+            shrink = self.size[0] * self.size[1] < image.shape[0] * image.shape[1]
+            # Same interpolation rule as vpr_ros.runtime.preprocess, so training sees the pixels
+            # the robot will see.
+            image = cv2.resize(image, (self.size[1], self.size[0]),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             if self.cache:
                 self._images[path] = image
         return image
