@@ -3,11 +3,13 @@
 Index kinds:
 - `flat`: exact search, 4·dim bytes per keyframe (default; right up to ~1e5 keyframes).
 - `fp16`: `IndexScalarQuantizer(QT_fp16)`, half the memory, scores within ~1e-3 of exact.
-- `ivfpq`: `IndexIVFPQ` (coarse k-means into `nlist` lists, `pq_m`-byte product-quantized codes),
-  for maps of 1e5-1e6+ keyframes. Its codebooks need training data: until the map holds
-  `IndexSpec.min_train_vectors` keyframes (39 x max(nlist, 256), FAISS's k-means minimum; 9,984 with
-  the default nlist=256) it stays an exact flat index, then it is trained once on everything it
-  holds and switched over. Later keyframes are encoded with those codebooks.
+- `ivfpq`: `IndexIVFPQ` (coarse k-means into `nlist` lists, codes of `pq_m` sub-vectors of
+  `pq_nbits` bits), for maps of 1e5-1e6+ keyframes. Its codebooks need training data: until the map
+  holds `IndexSpec.min_train_vectors` keyframes (39 x max(nlist, 2**pq_nbits), FAISS's k-means
+  minimum; 9,984 with the defaults nlist=256, pq_nbits=8) it stays an exact flat index, then it is
+  trained once on everything it holds and switched over. Later keyframes are encoded with those
+  codebooks. Polysemous training is off: it only serves Hamming pre-filtering, which we do not use,
+  and costs minutes.
 
 Keyframe ids are stored in the index (IndexIDMap for flat/fp16, native ids for IVF). When
 faiss-gpu and a GPU are present the index can be mirrored on the GPU for search; the CPU copy stays
@@ -26,17 +28,17 @@ LOG = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "fp16", "ivfpq")
 KMEANS_POINTS_PER_CENTROID = 39
-PQ_CENTROIDS = 256
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a map indexes its descriptors. `pq_m=0` picks dim/8 bytes per code (32 for dim 256)."""
+    """How a map indexes its descriptors. `pq_m=0` picks dim/8 sub-vectors (32 bytes for dim 256)."""
 
     kind: str = "flat"
     nlist: int = 256
     pq_m: int = 0
     nprobe: int = 16
+    pq_nbits: int = 8
 
     def validated(self, dim: int) -> "IndexSpec":
         """This spec with `pq_m` resolved for `dim`; ValueError naming the bad field otherwise."""
@@ -44,17 +46,18 @@ class IndexSpec:
             raise ValueError(f"unknown index type {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if self.kind != "ivfpq":
             return self
-        if self.nlist < 1 or self.nprobe < 1:
-            raise ValueError(f"ivfpq needs nlist >= 1 and nprobe >= 1, got {self.nlist}, {self.nprobe}")
+        if self.nlist < 1 or self.nprobe < 1 or not 1 <= self.pq_nbits <= 16:
+            raise ValueError(f"ivfpq needs nlist >= 1, nprobe >= 1 and 1 <= pq_nbits <= 16, got "
+                             f"{self.nlist}, {self.nprobe}, {self.pq_nbits}")
         pq_m = self.pq_m or max(1, dim // 8)
         if dim % pq_m:
             raise ValueError(f"ivfpq pq_m={pq_m} must divide the descriptor dimension {dim}")
-        return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe)
+        return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe, self.pq_nbits)
 
     @property
     def min_train_vectors(self) -> int:
         """Keyframes needed before an ivfpq index is trained (k-means needs 39 points per centroid)."""
-        return KMEANS_POINTS_PER_CENTROID * max(self.nlist, PQ_CENTROIDS)
+        return KMEANS_POINTS_PER_CENTROID * max(self.nlist, 2 ** self.pq_nbits)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,9 +137,10 @@ class VectorIndex:
         count = self.ntotal
         ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
         vectors = self.index.index.reconstruct_n(0, count)
-        LOG.info("training IVF-PQ (nlist=%d, %d-byte codes) on %d keyframes",
-                 self.spec.nlist, self.spec.pq_m, count)
-        ivfpq = faiss.index_factory(self.dim, f"IVF{self.spec.nlist},PQ{self.spec.pq_m}",
+        spec = self.spec
+        LOG.info("training IVF-PQ (nlist=%d, %dx%d-bit codes) on %d keyframes",
+                 spec.nlist, spec.pq_m, spec.pq_nbits, count)
+        ivfpq = faiss.index_factory(self.dim, f"IVF{spec.nlist},PQ{spec.pq_m}x{spec.pq_nbits}np",
                                     faiss.METRIC_INNER_PRODUCT)
         ivfpq.train(vectors)
         ivfpq.add_with_ids(vectors, ids)

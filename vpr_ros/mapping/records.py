@@ -10,7 +10,7 @@ Pose = Tuple[float, float, float, float, float, float, float]
 """Pose in the map frame: x, y, z (metres), qx, qy, qz, qw (unit quaternion)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LocalFeatures:
     """Local features of a keyframe for geometric verification (OpenCV keypoints + descriptors).
 
@@ -24,6 +24,12 @@ class LocalFeatures:
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, LocalFeatures) and tuple(self.image_size) == tuple(other.image_size)
+                and np.array_equal(self.keypoints, other.keypoints)
+                and self.descriptors.dtype == other.descriptors.dtype
+                and np.array_equal(self.descriptors, other.descriptors))
 
 
 @dataclass(frozen=True)

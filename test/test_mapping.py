@@ -1,0 +1,241 @@
+"""Keyframe map: search, persistence round trip, crash safety and refusal of foreign/corrupt maps."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vpr_ros.mapping import (IndexSpec, Keyframe, KeyframeMap, LocalFeatures, MapFormatError,
+                             MapMismatchError, gpu_available)
+from vpr_ros.mapping import storage
+
+REPO = Path(__file__).resolve().parents[1]
+DIM = 32
+
+
+def unit_rows(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def day_records(count: int, session: str = "day", condition: str = "day"):
+    features = LocalFeatures(np.arange(20, dtype=np.float32).reshape(10, 2),
+                             np.full((10, 32), 7, np.uint8), (640, 360))
+    return [Keyframe(session, 100.0 + i, frame_id="camera",
+                     pose=(float(i), 0.0, 0.0, 0.0, 0.0, 0.0, 1.0) if i % 2 == 0 else None,
+                     condition=condition, thumbnail=b"\xff\xd8jpeg" if i % 3 == 0 else None,
+                     features=features if i % 4 == 0 else None)
+            for i in range(count)]
+
+
+@pytest.fixture
+def day_map() -> KeyframeMap:
+    kf_map = KeyframeMap.create(DIM, "model-a")
+    kf_map.add(unit_rows(40), day_records(40))
+    return kf_map
+
+
+def test_search_finds_each_keyframe_first_and_pads_missing(day_map):
+    scores, ids = day_map.search(unit_rows(40)[:5], k=3)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    scores, ids = day_map.search(unit_rows(40)[:1], k=50)
+    assert ids.shape == (1, 50) and (ids[0, 40:] == -1).all() and np.isneginf(scores[0, 40:]).all()
+
+
+def test_excluded_ids_are_skipped_and_replaced_by_the_next_best(day_map):
+    _, ids = day_map.search(unit_rows(40)[:1], k=3)
+    _, kept = day_map.search(unit_rows(40)[:1], k=3, exclude_ids=[0, int(ids[0, 1])])
+    assert 0 not in kept[0] and ids[0, 1] not in kept[0]
+    assert kept[0, 0] == ids[0, 2]
+
+
+def test_add_rejects_unnormalized_or_misshaped_descriptors(day_map):
+    with pytest.raises(ValueError, match="L2-normalized"):
+        day_map.add(unit_rows(1) * 3, day_records(1))
+    with pytest.raises(ValueError, match=r"shape \(N, 32\)"):
+        day_map.add(np.ones((1, 8), np.float32), day_records(1))
+    with pytest.raises(ValueError, match="records"):
+        day_map.add(unit_rows(2), day_records(1))
+
+
+def test_round_trip_keeps_records_index_and_sessions(day_map, tmp_path):
+    day_map.add(unit_rows(10, seed=1), day_records(10, session="night", condition="night"))
+    day_map.save(tmp_path / "map")
+    loaded = KeyframeMap.load(tmp_path / "map", expected_fingerprint="model-a")
+    assert len(loaded) == 50 and loaded.records == day_map.records
+    assert loaded.sessions == {"day": {"keyframes": 40, "conditions": ["day"]},
+                               "night": {"keyframes": 10, "conditions": ["night"]}}
+    queries = unit_rows(10, seed=1)
+    assert np.array_equal(loaded.search(queries, 5)[1], day_map.search(queries, 5)[1])
+    assert loaded.record(40).session == "night" and loaded.record(4).features is not None
+    manifest = yaml.safe_load((tmp_path / "map" / "manifest.yaml").read_text())
+    assert manifest["counts"] == {"keyframes": 50, "indexed": 50}
+    assert sorted(p.name for p in (tmp_path / "map").iterdir()) == ["index.faiss", "keyframes.npz", "manifest.yaml"]
+
+
+def test_day_map_extended_by_night_session_on_disk(day_map, tmp_path):
+    day_map.save(tmp_path / "map")
+    extended = KeyframeMap.load(tmp_path / "map")
+    extended.add(unit_rows(5, seed=2), day_records(5, session="night", condition="night"))
+    extended.save(tmp_path / "map")
+    again = KeyframeMap.load(tmp_path / "map")
+    assert [kf.session for kf in again.records[38:43]] == ["day", "day", "night", "night", "night"]
+    assert again.search(unit_rows(5, seed=2)[:1], 1)[1][0, 0] == 40
+    assert not list(tmp_path.glob(".map.*")), "no temp or backup directories left behind"
+
+
+def test_fp16_index_scores_match_exact(tmp_path):
+    exact, half = KeyframeMap.create(DIM, "m"), KeyframeMap.create(DIM, "m", index="fp16")
+    for kf_map in (exact, half):
+        kf_map.add(unit_rows(200), day_records(200))
+    queries = unit_rows(20, seed=3)
+    (s_exact, i_exact), (s_half, i_half) = exact.search(queries, 1), half.search(queries, 1)
+    assert np.array_equal(i_exact, i_half) and np.allclose(s_exact, s_half, atol=2e-3)
+    half.save(tmp_path / "half")
+    assert KeyframeMap.load(tmp_path / "half").index_spec.kind == "fp16"
+
+
+def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path):
+    dim = 64
+    assert IndexSpec("ivfpq").min_train_vectors == 39 * 256
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8, pq_nbits=4)
+    minimum = IndexSpec("ivfpq", nlist=16, pq_nbits=4).min_train_vectors
+    assert minimum == 39 * 16
+    vectors = unit_rows(minimum + 100, dim)
+    kf_map.add(vectors[: minimum - 1], [Keyframe("day", float(i)) for i in range(minimum - 1)])
+    assert kf_map.manifest()["index"]["trained"] is False
+    kf_map.add(vectors[minimum - 1:], [Keyframe("day", float(i)) for i in range(101)])
+    assert kf_map.manifest()["index"]["trained"] is True
+    noisy = vectors[:200] + 0.05 * unit_rows(200, dim, seed=9)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    hits = (kf_map.search(noisy, 1)[1][:, 0] == np.arange(200)).mean()
+    assert hits >= 0.95
+    kf_map.save(tmp_path / "pq")
+    loaded = KeyframeMap.load(tmp_path / "pq")
+    assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
+
+
+def test_map_of_another_model_is_refused(day_map, tmp_path):
+    day_map.save(tmp_path / "map")
+    with pytest.raises(MapMismatchError, match="model-a.*model-b"):
+        KeyframeMap.load(tmp_path / "map", expected_fingerprint="model-b")
+
+
+def test_unknown_format_version_is_refused(day_map, tmp_path):
+    day_map.save(tmp_path / "map")
+    manifest_path = tmp_path / "map" / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["format_version"] = 99
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(MapFormatError, match="version 99"):
+        KeyframeMap.load(tmp_path / "map")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "index.faiss").write_bytes((root / "index.faiss").read_bytes()[:100]), "corrupt"),
+    (lambda root: (root / "keyframes.npz").unlink(), "partial"),
+    (lambda root: (root / "manifest.yaml").unlink(), "not a keyframe map"),
+    (lambda root: (root / "manifest.yaml").write_text("format: [unclosed"), "not valid YAML"),
+])
+def test_corrupt_or_partial_map_is_refused(day_map, tmp_path, damage, message):
+    day_map.save(tmp_path / "map")
+    damage(tmp_path / "map")
+    with pytest.raises(MapFormatError, match=message):
+        KeyframeMap.load(tmp_path / "map")
+
+
+def test_counts_that_disagree_are_refused(day_map, tmp_path):
+    day_map.save(tmp_path / "map")
+    manifest_path = tmp_path / "map" / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["counts"]["keyframes"] = 41
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(MapFormatError, match="inconsistent"):
+        KeyframeMap.load(tmp_path / "map")
+
+
+def test_missing_map_directory_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build-map"):
+        KeyframeMap.load(tmp_path / "nothing")
+
+
+def test_crash_while_writing_keeps_the_old_map(day_map, tmp_path, monkeypatch):
+    day_map.save(tmp_path / "map")
+    day_map.add(unit_rows(5, seed=4), day_records(5))
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="simulated"):
+        day_map.save(tmp_path / "map")
+    assert len(KeyframeMap.load(tmp_path / "map")) == 40
+    assert not list(tmp_path.glob(".map.*"))
+
+
+def test_crash_between_the_two_renames_keeps_the_old_map_loadable(day_map, tmp_path, monkeypatch):
+    day_map.save(tmp_path / "map")
+    day_map.add(unit_rows(5, seed=4), day_records(5))
+    real_replace, calls = os.replace, []
+
+    def replace_then_crash(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("power cut (simulated)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", replace_then_crash)
+    with pytest.raises(OSError, match="simulated"):
+        day_map.save(tmp_path / "map")
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    assert not (tmp_path / "map").exists()
+    assert len(KeyframeMap.load(tmp_path / "map")) == 40, "old map is read from where the crash left it"
+    day_map.save(tmp_path / "map")
+    assert len(KeyframeMap.load(tmp_path / "map")) == 45
+    assert not list(tmp_path.glob(".map.*"))
+
+
+SAVE_FOREVER = textwrap.dedent("""
+    import sys, numpy as np
+    from vpr_ros.mapping import Keyframe, KeyframeMap
+    target, n = sys.argv[1], 20000
+    rows = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    kf_map = KeyframeMap.create(64, "m")
+    kf_map.add(rows, [Keyframe("day", float(i), thumbnail=bytes(200)) for i in range(n)])
+    print("ready", flush=True)
+    while True:
+        kf_map.save(target)
+""")
+
+
+def test_killed_mid_save_leaves_a_loadable_map(day_map, tmp_path):
+    target = tmp_path / "map"
+    day_map.save(target)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for delay in (0.05, 0.13, 0.31, 0.47):
+        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(target)], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert len(KeyframeMap.load(target)) in (40, 20000)
+    day_map.save(target)
+    assert len(KeyframeMap.load(target)) == 40
+    assert not list(tmp_path.glob(".map.*"))
+
+
+@pytest.mark.skipif(not gpu_available(), reason="needs faiss-gpu and a CUDA GPU; this machine has neither")
+def test_gpu_search_matches_cpu(day_map):
+    gpu_map = KeyframeMap.create(DIM, "model-a", use_gpu=True)
+    gpu_map.add(unit_rows(40), day_records(40))
+    queries = unit_rows(10, seed=5)
+    assert np.array_equal(gpu_map.search(queries, 5)[1], day_map.search(queries, 5)[1])
