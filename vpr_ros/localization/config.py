@@ -1,0 +1,118 @@
+"""Every knob of the per-frame engine in one dataclass, with defaults, ranges and YAML loading."""
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from vpr_ros.localization.verification import FEATURE_TYPES
+
+MODES = ("localization", "mapping")
+RERANK_METHODS = ("none", "place_voting")
+
+
+@dataclass
+class EngineConfig:
+    """Engine parameters. Times are seconds in the frames' clock; scores are cosine similarities.
+
+    mode: "localization" (fixed map) or "mapping" (the map grows by the keyframe policy).
+    session, condition: tags stored with keyframes added in mapping mode ("night", "rain", ...).
+    top_k: neighbours retrieved per frame (candidates in every decision).
+    score_threshold: a match needs at least this cosine similarity; tune it on an eval PR curve.
+    exclusion_window_s: skip keyframes this engine added in the last N s (it always "matches"
+        where it just was); keyframes of earlier sessions are never excluded.
+    rerank: "place_voting" orders candidates by the summed scores of neighbours that lie within
+        `place_window_s` of each other on the same session (a place seen by several keyframes beats
+        an isolated look-alike); "none" keeps the raw cosine order.
+    temporal_consecutive: frames in a row that must match a coherent stretch of the map before a
+        match is accepted (1 disables the check).
+    temporal_max_jump_s, temporal_speed_ratio: consecutive matches are coherent when they are on the
+        same session and their keyframe stamps differ by at most
+        max_jump + speed_ratio x (query time step), i.e. the robot moves along the map at a
+        plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain.
+    verify: run geometric verification on the accepted candidate (needs keyframes with local
+        features: build the map with verification on). verification_*: see verification.py.
+    keyframe_novelty_threshold: in mapping mode add a keyframe when the best score against the
+        whole map is below this; keyframe_interval_s / keyframe_distance_m: ... or when this much
+        time / distance (with poses) passed since the last added keyframe (0 disables).
+    store_thumbnails, thumbnail_long_side: keep a small JPEG with each keyframe (match images).
+    """
+
+    mode: str = "localization"
+    session: str = "session"
+    condition: str = ""
+    top_k: int = 10
+    score_threshold: float = 0.5
+    exclusion_window_s: float = 30.0
+    rerank: str = "place_voting"
+    place_window_s: float = 2.0
+    temporal_consecutive: int = 3
+    temporal_max_jump_s: float = 3.0
+    temporal_speed_ratio: float = 3.0
+    temporal_max_gap_s: float = 5.0
+    verify: bool = False
+    verification_features: str = "orb"
+    verification_max_features: int = 1000
+    verification_min_inliers: int = 25
+    verification_ratio: float = 0.8
+    verification_ransac_px: float = 3.0
+    keyframe_novelty_threshold: float = 0.7
+    keyframe_interval_s: float = 10.0
+    keyframe_distance_m: float = 2.0
+    store_thumbnails: bool = True
+    thumbnail_long_side: int = 160
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first parameter out of range."""
+        checks = [
+            (self.mode in MODES, f"mode must be one of {MODES}"),
+            (bool(self.session), "session must be a non-empty name"),
+            (self.top_k >= 1, "top_k must be >= 1"),
+            (-1.0 <= self.score_threshold <= 1.0, "score_threshold must be in [-1, 1]"),
+            (self.exclusion_window_s >= 0, "exclusion_window_s must be >= 0"),
+            (self.rerank in RERANK_METHODS, f"rerank must be one of {RERANK_METHODS}"),
+            (self.place_window_s >= 0, "place_window_s must be >= 0"),
+            (self.temporal_consecutive >= 1, "temporal_consecutive must be >= 1"),
+            (self.temporal_max_jump_s >= 0 and self.temporal_speed_ratio >= 0,
+             "temporal_max_jump_s and temporal_speed_ratio must be >= 0"),
+            (self.temporal_max_gap_s > 0, "temporal_max_gap_s must be > 0"),
+            (self.verification_features in FEATURE_TYPES,
+             f"verification_features must be one of {FEATURE_TYPES}"),
+            (self.verification_min_inliers >= 8, "verification_min_inliers must be >= 8"),
+            (0 < self.verification_ratio <= 1, "verification_ratio must be in (0, 1]"),
+            (self.verification_ransac_px > 0, "verification_ransac_px must be > 0"),
+            (self.verification_max_features >= 8, "verification_max_features must be >= 8"),
+            (self.keyframe_interval_s >= 0 and self.keyframe_distance_m >= 0,
+             "keyframe_interval_s and keyframe_distance_m must be >= 0"),
+            (self.thumbnail_long_side >= 16, "thumbnail_long_side must be >= 16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid engine config: {message}")
+
+    @classmethod
+    def from_dict(cls, data: Optional[dict], **overrides) -> "EngineConfig":
+        """Config from a mapping (unknown keys are an error that lists the known ones)."""
+        merged = dict(data or {}, **overrides)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"unknown engine config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**merged)
+
+    @classmethod
+    def from_yaml(cls, path, **overrides) -> "EngineConfig":
+        """Config from a YAML file of `key: value` pairs, optionally under an `engine:` key."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"engine config {path} not found")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"engine config {path} must be a mapping of parameter: value")
+        return cls.from_dict(data.get("engine", data), **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,244 @@
+"""The per-frame engine: embed → search → re-rank → temporal check → verify → decide (→ add keyframe).
+
+Pure Python + numpy + OpenCV; the ROS node and the CLI feed it frames and publish its decisions.
+"""
+import logging
+import time
+from collections import deque
+from typing import Deque, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from vpr_ros.localization import decision as d
+from vpr_ros.localization.config import EngineConfig
+from vpr_ros.localization.decision import Candidate, Decision
+from vpr_ros.localization.frame_check import frame_problem
+from vpr_ros.localization.keyframe_policy import KeyframePolicy
+from vpr_ros.localization.rerank import place_voting
+from vpr_ros.localization.temporal import TemporalConsistency
+from vpr_ros.localization.verification import GeometricVerifier, VerificationResult
+from vpr_ros.mapping.keyframe_map import NORM_TOLERANCE, KeyframeMap
+from vpr_ros.mapping.records import Keyframe, LocalFeatures, Pose, check_pose
+from vpr_ros.mapping.thumbnail import encode_thumbnail
+
+LOG = logging.getLogger(__name__)
+
+
+def check_compatible(embedder, keyframe_map: KeyframeMap) -> None:
+    """Refuse an embedder whose descriptors cannot be compared with the map's."""
+    if embedder.dim != keyframe_map.dim or embedder.fingerprint != keyframe_map.fingerprint:
+        raise ValueError(
+            f"the model (fingerprint {embedder.fingerprint}, dim {embedder.dim}) is not the one the map "
+            f"was built with (fingerprint {keyframe_map.fingerprint}, dim {keyframe_map.dim}); "
+            f"use the map's model or rebuild the map")
+
+
+class LocalizationEngine:
+    """Turns frames (or precomputed descriptors) into decisions against a keyframe map.
+
+    `embedder` follows the Embedder contract (dim, fingerprint, embed); it may be None when only
+    `process_descriptor` is used. In mapping mode the engine adds keyframes to `keyframe_map`.
+    """
+
+    def __init__(self, keyframe_map: KeyframeMap, embedder=None, config: Optional[EngineConfig] = None):
+        self.config = config or EngineConfig()
+        if embedder is not None:
+            check_compatible(embedder, keyframe_map)
+        self.map = keyframe_map
+        self.embedder = embedder
+        cfg = self.config
+        self.temporal = TemporalConsistency(cfg.temporal_max_jump_s, cfg.temporal_speed_ratio,
+                                            cfg.temporal_max_gap_s)
+        self.policy = KeyframePolicy(cfg.keyframe_novelty_threshold, cfg.keyframe_interval_s,
+                                     cfg.keyframe_distance_m)
+        self.verifier = GeometricVerifier(cfg.verification_features, cfg.verification_max_features,
+                                          ratio=cfg.verification_ratio,
+                                          ransac_threshold_px=cfg.verification_ransac_px,
+                                          min_inliers=cfg.verification_min_inliers)
+        self._recent: Deque[Tuple[int, float]] = deque()
+
+    def reset(self) -> None:
+        """Forget temporal chains and recent keyframes (after a relocalization or a map switch)."""
+        self.temporal.reset()
+        self.policy.reset()
+        self._recent.clear()
+
+    def process(self, frame, pose: Optional[Pose] = None) -> Decision:
+        """Decide on one `Frame`; never raises for a bad frame (it yields rejected/bad_frame)."""
+        return self.process_batch([frame], [pose])[0]
+
+    def process_batch(self, frames: Sequence, poses: Optional[Sequence[Optional[Pose]]] = None) -> List[Decision]:
+        """Decide on consecutive frames, embedding the usable ones in one batch (offline replay)."""
+        if self.embedder is None:
+            raise ValueError("this engine has no embedder; pass one, or call process_descriptor")
+        poses = list(poses) if poses is not None else [None] * len(frames)
+        start = time.perf_counter()
+        problems = [frame_problem(getattr(f, "image", None)) for f in frames]
+        usable = [i for i, p in enumerate(problems) if p is None]
+        slot_of = {frame_pos: slot for slot, frame_pos in enumerate(usable)}
+        descriptors, embed_errors = self._embed([frames[i].image for i in usable])
+        per_frame_ms = 1000.0 * (time.perf_counter() - start) / max(len(frames), 1)
+        decisions = []
+        for i, frame in enumerate(frames):
+            slot = slot_of.get(i)
+            problem = problems[i] if slot is None else embed_errors[slot]
+            if problem is not None:
+                LOG.warning("rejecting frame %s: %s", getattr(frame, "name", "?"), problem)
+                decisions.append(self._bad_frame(frame, problem, per_frame_ms))
+                continue
+            decision = self.process_descriptor(
+                descriptors[slot], frame.stamp, frame_id=frame.frame_id, index=frame.index,
+                name=frame.name, pose=poses[i], image=frame.image)
+            decision.latency_ms += per_frame_ms
+            decisions.append(decision)
+        return decisions
+
+    def _embed(self, images: List[np.ndarray]) -> Tuple[np.ndarray, List[Optional[str]]]:
+        """Descriptors of `images` and, per image, the embedding error (None when it worked)."""
+        if not images:
+            return np.zeros((0, self.map.dim), np.float32), []
+        try:
+            return self.embedder.embed(images), [None] * len(images)
+        except Exception as err:  # one bad image must not take the batch down: retry one by one
+            if len(images) == 1:
+                return np.zeros((1, self.map.dim), np.float32), [f"embedding failed: {err}"]
+        rows, errors = [], []
+        for image in images:
+            row, error = self._embed([image])
+            rows.append(row[0])
+            errors.extend(error)
+        return np.stack(rows), errors
+
+    def _bad_frame(self, frame, problem: str, latency_ms: float) -> Decision:
+        return Decision(stamp=float(getattr(frame, "stamp", float("nan"))),
+                        frame_id=str(getattr(frame, "frame_id", "")), frame_index=int(getattr(frame, "index", -1)),
+                        frame_name=str(getattr(frame, "name", "")), reason=d.REASON_BAD_FRAME,
+                        detail=problem, latency_ms=latency_ms)
+
+    def process_descriptor(self, descriptor: np.ndarray, stamp: float, *, frame_id: str = "",
+                           index: int = -1, name: str = "", pose: Optional[Pose] = None,
+                           image: Optional[np.ndarray] = None) -> Decision:
+        """Decide on one precomputed descriptor (dim,) of the frame at `stamp`.
+
+        `image` (RGB uint8) is needed for geometric verification and keyframe thumbnails/features.
+        """
+        start = time.perf_counter()
+        decision = Decision(stamp=float(stamp), frame_id=frame_id, frame_index=index, frame_name=name)
+        problem = self._descriptor_problem(descriptor)
+        if problem is None and pose is not None:
+            try:
+                pose = check_pose(pose)
+            except ValueError as err:
+                problem = str(err)
+        if problem is not None:
+            decision.reason, decision.detail = d.REASON_BAD_FRAME, problem
+            return decision
+        query = np.asarray(descriptor, dtype=np.float32).reshape(1, -1)
+        features: List[Optional[LocalFeatures]] = [None]
+        if len(self.map) == 0:
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "the map has no keyframes yet"
+            nearest_score = None
+        else:
+            nearest_score = self._decide(decision, query, image, features)
+        if self.config.mode == "mapping":
+            self._maybe_add_keyframe(decision, query, pose, image, nearest_score, features)
+        decision.latency_ms = 1000.0 * (time.perf_counter() - start)
+        return decision
+
+    def _descriptor_problem(self, descriptor) -> Optional[str]:
+        array = np.asarray(descriptor)
+        if array.shape not in ((self.map.dim,), (1, self.map.dim)):
+            return f"descriptor has shape {array.shape}, expected ({self.map.dim},)"
+        if not np.all(np.isfinite(array)):
+            return "descriptor contains NaN or infinity"
+        norm = float(np.linalg.norm(array))
+        if abs(norm - 1.0) > NORM_TOLERANCE:
+            return f"descriptor is not L2-normalized (norm {norm:.3f})"
+        return None
+
+    def _decide(self, decision: Decision, query: np.ndarray, image, features: list) -> Optional[float]:
+        """Fill in candidates, status and reason; return the best score against the whole map."""
+        cfg = self.config
+        self._forget_old_keyframes(decision.stamp)
+        recent = [kf_id for kf_id, _ in self._recent]
+        scores, ids = self.map.search(query, cfg.top_k, exclude_ids=recent)
+        nearest_score = float(scores[0, 0]) if ids[0, 0] >= 0 else None
+        if recent and cfg.mode == "mapping":
+            nearest_score = float(self.map.search(query, 1)[0][0, 0])
+        candidates = [Candidate(int(i), self.map.record(int(i)).session, self.map.record(int(i)).stamp,
+                                float(s), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        if cfg.rerank == "place_voting":
+            candidates = place_voting(candidates, cfg.place_window_s)
+        decision.candidates = candidates
+        passing = [c for c in candidates if c.score >= cfg.score_threshold]
+        counts = self.temporal.update(decision.stamp, passing)
+        if not candidates:
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+            return nearest_score
+        if not passing:
+            decision.best = candidates[0]
+            decision.reason = d.REASON_BELOW_THRESHOLD
+            decision.detail = f"best score {candidates[0].score:.3f} < threshold {cfg.score_threshold:.3f}"
+            return nearest_score
+        consistent = [(c, n) for c, n in zip(passing, counts) if n >= cfg.temporal_consecutive]
+        if not consistent:
+            decision.best, decision.temporal_count = passing[0], counts[0]
+            decision.reason = d.REASON_TEMPORAL
+            decision.detail = (f"{max(counts)} of {cfg.temporal_consecutive} consecutive frames agree "
+                               f"on this stretch of the map")
+            return nearest_score
+        best, count = consistent[0]
+        decision.best, decision.temporal_count = best, count
+        keyframe = self.map.record(best.keyframe_id)
+        if cfg.verify:
+            decision.verification = self._verify(image, keyframe, features)
+            if not decision.verification.passed:
+                decision.reason = d.REASON_VERIFICATION
+                decision.detail = decision.detail or (
+                    f"{decision.verification.inliers} inliers < {cfg.verification_min_inliers}")
+                return nearest_score
+        decision.status, decision.pose = d.ACCEPTED, keyframe.pose
+        decision.confidence = self._confidence(best.score, decision.verification)
+        return nearest_score
+
+    def _verify(self, image, keyframe: Keyframe, features: list) -> VerificationResult:
+        method = self.verifier.method
+        if image is None:
+            return VerificationResult(False, 0, 0, method + " (no query image)")
+        if keyframe.features is None:
+            return VerificationResult(False, 0, 0, method + " (keyframe has no local features; "
+                                      "rebuild the map with --verification)")
+        features[0] = features[0] or self.verifier.extract(image)
+        return self.verifier.verify(features[0], keyframe.features)
+
+    def _confidence(self, score: float, verification: Optional[VerificationResult]) -> float:
+        """How far the score clears the threshold, combined (noisy-OR) with the geometric evidence."""
+        threshold = self.config.score_threshold
+        appearance = float(np.clip((score - threshold) / max(1.0 - threshold, 1e-6), 0.0, 1.0))
+        if verification is None:
+            return appearance
+        geometry = min(1.0, verification.inliers / (4.0 * self.config.verification_min_inliers))
+        return 1.0 - (1.0 - appearance) * (1.0 - geometry)
+
+    def _forget_old_keyframes(self, stamp: float) -> None:
+        window = self.config.exclusion_window_s
+        while self._recent and stamp - self._recent[0][1] >= window:
+            self._recent.popleft()
+
+    def _maybe_add_keyframe(self, decision: Decision, query: np.ndarray, pose, image,
+                            nearest_score: Optional[float], features: list) -> None:
+        cfg = self.config
+        why = self.policy.reason_to_add(decision.stamp, pose, nearest_score)
+        if why is None:
+            return
+        if cfg.verify and image is not None:
+            features[0] = features[0] or self.verifier.extract(image)
+        thumbnail = encode_thumbnail(image, cfg.thumbnail_long_side) \
+            if cfg.store_thumbnails and image is not None else None
+        record = Keyframe(cfg.session, decision.stamp, decision.frame_id, pose, cfg.condition,
+                          thumbnail, features[0])
+        new_id = int(self.map.add(query, [record])[0])
+        self.policy.added(decision.stamp, pose)
+        self._recent.append((new_id, decision.stamp))
+        decision.keyframe_added = new_id
+        LOG.debug("added keyframe %d (%s) at %.3f", new_id, why, decision.stamp)
