@@ -49,6 +49,7 @@ def plot_match_pairs(pairs: Sequence[Tuple[Path, Path, float, bool]], path, titl
         ax.axis("off")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)
 
 
