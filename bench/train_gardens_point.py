@@ -67,26 +67,32 @@ def held_out_recall(model, trainer: Trainer, root: Path) -> dict:
 
 
 def plot_losses(out: Path, losses) -> Path:
+    """One panel per loss: per-step values and a 10-step moving average, epochs marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for loss in losses:
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.6), squeeze=False)
+    for ax, loss in zip(axes[0], losses):
         with (out / loss / "steps.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         values = np.array([float(r["loss"]) for r in rows])
+        epochs = np.array([int(r["epoch"]) for r in rows])
         window = min(10, len(values))
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(values / values[0], alpha=0.25)
-        ax.plot(np.arange(window - 1, len(values)), smooth / values[0], label=f"{loss} (÷ first step)")
-    ax.set_xlabel("step (4 tuples)")
-    ax.set_ylabel("loss relative to the first step")
-    ax.set_title("Gardens Point places 0–99, training loss")
-    ax.legend()
+        ax.plot(values, alpha=0.3, label="per step")
+        ax.plot(np.arange(window - 1, len(values)), smooth, label=f"mean of {window}")
+        for boundary in np.flatnonzero(np.diff(epochs)) + 0.5:
+            ax.axvline(boundary, color="grey", linestyle=":")
+        ax.set_title(loss)
+        ax.set_xlabel("step (4 tuples; dotted: new epoch)")
+        ax.set_ylabel("training loss")
+        ax.legend()
+    fig.suptitle("Gardens Point places 0–99, training loss")
     path = out / "loss_curves.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
 
