@@ -5,6 +5,13 @@ several keyframes close together in time on one session, while a look-alike tend
 hit. Each candidate's `place_score` is the sum of the cosine scores of the retrieved keyframes on its
 session within `window_s` of it (itself included); candidates are ordered by it. The cosine `score`
 is kept for thresholding, so the threshold means the same with or without voting.
+
+Measured on Gardens Point (off-the-shelf EfficientNet-Lite0 + NetVLAD, 320 px, no whitening,
+top-10, one keyframe per frame at 2 Hz), R@1 within ±2 frames, none → voting with a 1 s window:
+dayR→nightR 0.805 → 0.755, dayL→nightR 0.565 → 0.530, dayL→dayR 0.850 → 0.825 (wider windows are
+worse; α-query expansion with 1-3 neighbours was within ±0.03 of none). So the engine default is
+no re-ranking; voting stays available for maps where look-alikes are isolated and true places
+are retrieved as several keyframes.
 """
 from typing import List, Sequence
 
