@@ -9,7 +9,7 @@ reuses a stale export). An in-memory model with no checkpoint is not exported: n
 written to disk behind the caller's back, and `auto` falls back to torch.
 """
 import logging
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -36,8 +36,9 @@ class _Sources:
         self.engine = engine or (checkpoint if suffix == ".engine" else None)
         self._exported: Optional[Path] = None
 
-    @property
+    @cached_property
     def fingerprint(self) -> Optional[str]:
+        """The model's fingerprint (hashing every weight takes a moment: done once)."""
         return self.model.fingerprint() if self.model is not None else None
 
     def torch_model(self):
