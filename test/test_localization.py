@@ -219,3 +219,63 @@ def test_place_voting_prefers_a_place_seen_by_several_keyframes():
     ranked = place_voting(cands, window_s=1.0)
     assert [c.keyframe_id for c in ranked] == [1, 2, 0, 3]
     assert ranked[0].score == 0.75 and ranked[0].place_score == pytest.approx(1.45)
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    """Commands load the PixelEmbedder instead of a checkpoint (the real model is tested elsewhere)."""
+    from vpr_ros.commands import build_map, localize
+
+    for module in (build_map, localize):
+        monkeypatch.setattr(module, "load_embedder", lambda checkpoint=None, backend="auto": PixelEmbedder())
+
+
+def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_model, capsys):
+    from vpr_ros.cli import main
+
+    map_dir = tmp_path / "map"
+    assert main(["build-map", "--source", str(sample_dir / "day_right"), "--session", "day",
+                 "--condition", "day", "--every", "2", "--out", str(map_dir)]) == 0
+    assert len(KeyframeMap.load(map_dir)) == 50
+    assert main(["build-map", "--source", str(sample_dir / "night_right"), "--session", "night",
+                 "--condition", "night", "--every", "10", "--verification", "orb", "--out", str(map_dir)]) == 0
+    kf_map = KeyframeMap.load(map_dir, expected_fingerprint=PixelEmbedder.fingerprint)
+    assert kf_map.sessions["night"] == {"keyframes": 10, "conditions": ["night"]}
+    assert kf_map.record(50).features is not None and kf_map.record(0).features is None
+    assert main(["build-map", "--source", str(sample_dir / "night_right"), "--session", "night",
+                 "--out", str(map_dir)]) == 2, "a session name is used once per map"
+
+    config = tmp_path / "engine.yaml"
+    config.write_text("engine:\n  temporal_consecutive: 2\n  score_threshold: 0.3\n")
+    events_path = tmp_path / "events.jsonl"
+    capsys.readouterr()
+    assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),
+                 "--config", str(config), "--out", str(events_path)]) == 0
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    assert len(events) == 100 and all(e["schema"] == 1 for e in events)
+    accepted = [e for e in events if e["status"] == "accepted"]
+    assert len(accepted) > 50, "the day traverse relocalizes against its own keyframes"
+    assert "100 frames" in capsys.readouterr().out
+
+
+def test_build_map_from_a_rosbag(gardens_point_bags, tmp_path, fake_model):
+    from vpr_ros.cli import main
+
+    bag = gardens_point_bags / "night_right_raw_every20_sqlite3"
+    assert main(["build-map", "--source", str(bag), "--index", "fp16", "--out", str(tmp_path / "m")]) == 0
+    kf_map = KeyframeMap.load(tmp_path / "m")
+    assert len(kf_map) == 10 and kf_map.index_spec.kind == "fp16"
+    assert kf_map.record(1).stamp - kf_map.record(0).stamp == pytest.approx(10.0)
+    assert kf_map.record(0).session == "night_right_raw_every20_sqlite3"
+
+
+def test_localize_refuses_verification_without_map_features(sample_dir, tmp_path, fake_model):
+    from vpr_ros.cli import main
+
+    assert main(["build-map", "--source", str(sample_dir / "day_right"), "--every", "20",
+                 "--out", str(tmp_path / "m")]) == 0
+    config = tmp_path / "engine.yaml"
+    config.write_text("verify: true\n")
+    assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(sample_dir / "day_right"),
+                 "--config", str(config), "--out", str(tmp_path / "e.jsonl")]) == 2
+    assert not (tmp_path / "e.jsonl").exists()

@@ -1,0 +1,93 @@
+"""`vpr-ros build-map`: embed every N-th frame of a folder, video or rosbag2 into a keyframe map.
+
+An existing map directory is extended with a new session (a night drive added to a day map);
+the map is saved atomically once all frames are in.
+"""
+import argparse
+import logging
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vpr_ros.io.sources import count_frames, open_source
+from vpr_ros.localization.frame_check import frame_problem
+from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
+from vpr_ros.mapping import INDEX_KINDS, Keyframe, KeyframeMap
+from vpr_ros.mapping.keyframe_map import MANIFEST
+from vpr_ros.mapping.thumbnail import encode_thumbnail
+from vpr_ros.runtime.embedder import load_embedder
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="image folder, video file or rosbag2 directory")
+    parser.add_argument("--topic", help="image topic (bags with several image topics)")
+    parser.add_argument("--model", help="model checkpoint (.pt), or .onnx/.engine for those backends")
+    parser.add_argument("--backend", default="auto", help="embedding backend: auto, torch, onnxruntime, tensorrt")
+    parser.add_argument("--session", help="session name stored with each keyframe (default: source name)")
+    parser.add_argument("--condition", default="", help="condition tag, e.g. day, night, rain")
+    parser.add_argument("--index", choices=INDEX_KINDS,
+                        help="index of a new map (default flat); an extended map keeps its own")
+    parser.add_argument("--every", type=int, default=1, help="use every N-th frame (default 1)")
+    parser.add_argument("--verification", choices=("none",) + FEATURE_TYPES, default="none",
+                        help="store local features for geometric verification at localization")
+    parser.add_argument("--no-thumbnails", action="store_true", help="do not store keyframe thumbnails")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames embedded together (default 8)")
+    parser.add_argument("--out", required=True, help="map directory (created, or extended when it exists)")
+
+
+def open_or_create_map(out: Path, embedder, index_kind) -> KeyframeMap:
+    """The map in `out` (must come from the same model), or a new one."""
+    if (out / MANIFEST).is_file():
+        kf_map = KeyframeMap.load(out, expected_fingerprint=embedder.fingerprint)
+        if index_kind and index_kind != kf_map.index_spec.kind:
+            raise ValueError(f"map {out} uses a {kf_map.index_spec.kind} index; extending it with "
+                             f"--index {index_kind} is not possible (omit --index, or build a new map)")
+        return kf_map
+    return KeyframeMap.create(embedder.dim, embedder.fingerprint, index=index_kind or "flat")
+
+
+def run(args) -> int:
+    if args.every < 1 or args.batch_size < 1:
+        raise ValueError("--every and --batch-size must be at least 1")
+    out = Path(args.out)
+    session = args.session or Path(args.source).name
+    embedder = load_embedder(args.model, backend=args.backend)
+    kf_map = open_or_create_map(out, embedder, args.index)
+    if session in kf_map.sessions:
+        raise ValueError(f"map {out} already has a session {session!r}; pick another --session")
+    verifier = GeometricVerifier(args.verification) if args.verification != "none" else None
+    frames = islice(open_source(args.source, args.topic), 0, None, args.every)
+    total = -(-count_frames(args.source, args.topic) // args.every)
+    added = skipped = 0
+    with tqdm(total=total, desc="build-map", unit="frame") as progress:
+        while True:
+            batch = list(islice(frames, args.batch_size))
+            if not batch:
+                break
+            progress.update(len(batch))
+            usable = []
+            for frame in batch:
+                problem = frame_problem(frame.image)
+                if problem:
+                    LOG.warning("skipping frame %s: %s", frame.name, problem)
+                    skipped += 1
+                else:
+                    usable.append(frame)
+            if not usable:
+                continue
+            descriptors = embedder.embed([f.image for f in usable])
+            records = [Keyframe(session, f.stamp, f.frame_id, condition=args.condition,
+                                thumbnail=None if args.no_thumbnails else encode_thumbnail(f.image),
+                                features=verifier.extract(f.image) if verifier else None)
+                       for f in usable]
+            kf_map.add(descriptors, records)
+            added += len(records)
+    if not added:
+        raise ValueError(f"no usable frames in {args.source}; nothing was added to the map")
+    kf_map.save(out)
+    print(f"map {out}: added {added} keyframes as session {session!r} ({skipped} frames skipped); "
+          f"{len(kf_map)} keyframes in {len(kf_map.sessions)} sessions, {kf_map.index_spec.kind} index")
+    return 0
