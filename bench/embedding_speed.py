@@ -10,10 +10,14 @@ load on a shared machine) and the ONNX Runtime / torch speed ratio.
     python bench/embedding_speed.py --whitening-dim 4096  # with PCA-whitening (random projection)
     python bench/embedding_speed.py --feature-block 10 --sizes 640x480
     python bench/embedding_speed.py --int8 --calib DIR    # + ONNX Runtime static INT8 (QDQ)
+    python bench/embedding_speed.py --int8 --gardens-point ../shared/datasets/gardens_point
 
 `--int8` quantizes the ONNX export with ONNX Runtime's static quantization (QDQ, per-channel
 weights, activations calibrated on `--calib` images or the bench frames); it is measured here as
 an option for CPUs with VNNI/AMX, not shipped: check Recall@N before using such a model.
+`--gardens-point DIR` clusters NetVLAD on day_right images (instead of random centers), calibrates
+INT8 on day_left, and prints day_right → night_right Recall@1/5 (±2 frames, all 200 queries) for
+each ONNX Runtime variant, so speed and accuracy come from the same model.
 """
 import argparse
 import os
@@ -27,7 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vpr_ros.evaluation.ground_truth import positives_by_tolerance  # noqa: E402
+from vpr_ros.evaluation.metrics import recall_at_n  # noqa: E402
 from vpr_ros.export.onnx_export import export_onnx  # noqa: E402
+from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.model import ModelConfig, build_model  # noqa: E402
 from vpr_ros.runtime.embedder import TorchEmbedder  # noqa: E402
 from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder  # noqa: E402
@@ -41,20 +48,26 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 
 def build_bench_model(long_side: int, args):
-    """A model of the default architecture at `long_side`; NetVLAD/whitening weights are random
-    (speed does not depend on their values)."""
+    """A model of the default architecture at `long_side`. NetVLAD centers are random (speed does
+    not depend on them) unless --gardens-point asks for real ones; whitening is random."""
     import torch
 
+    torch.manual_seed(0)
     backbone_kwargs = {"feature_block": args.feature_block} if args.feature_block else {}
     config = ModelConfig(image_long_side=long_side, num_clusters=args.clusters,
                          backbone_kwargs=backbone_kwargs)
-    model = build_model(config).eval()
+    if args.gardens_point:
+        from vpr_ros.model.clustering import build_offtheshelf_model
+
+        sample = [read_image(p) for p in list_images(Path(args.gardens_point) / "day_right")[::4]]
+        model = build_offtheshelf_model(sample, config)
+    else:
+        model = build_model(config).eval()
     if args.whitening_dim:
         rng = np.random.default_rng(0)
         projection = rng.standard_normal((args.whitening_dim, model.netvlad.output_dim))
         model.set_whitening(np.zeros(model.netvlad.output_dim, np.float32),
                             (projection / np.sqrt(projection.shape[1])).astype(np.float32))
-    torch.manual_seed(0)
     return model
 
 
@@ -83,7 +96,6 @@ def quantize_int8(onnx_path: Path, long_side: int, frames: List[np.ndarray],
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from vpr_ros.io.images import list_images, read_image
     from vpr_ros.runtime.preprocess import preprocess
 
     images = [read_image(p) for p in list_images(calib_dir)[::5][:40]] if calib_dir else frames
@@ -105,6 +117,14 @@ def quantize_int8(onnx_path: Path, long_side: int, frames: List[np.ndarray],
     return quantized
 
 
+def gardens_point_recall(embedder, root: Path) -> Dict[int, float]:
+    """day_right → night_right Recall@1/5 with ±2 frames tolerance, all 200 queries."""
+    db = embedder.embed([read_image(p) for p in list_images(root / "day_right")])
+    queries = embedder.embed([read_image(p) for p in list_images(root / "night_right")])
+    ranked = np.argsort(-(queries @ db.T), axis=1)[:, :5]
+    return recall_at_n(ranked, positives_by_tolerance(len(queries), len(db), 2), ns=(1, 5))
+
+
 def _copy_metadata(source: Path, target: Path) -> None:
     """Quantization drops `metadata_props`; put the vpr_ros ones back so backends can load it."""
     import onnx
@@ -114,6 +134,56 @@ def _copy_metadata(source: Path, target: Path) -> None:
     del model.metadata_props[:]
     model.metadata_props.extend(props)
     onnx.save(model, str(target))
+
+
+def bench_size(width: int, height: int, args, tmp: Path, rng) -> List[tuple]:
+    """Time every backend (and batch size) at one input size; print and return the rows."""
+    long_side = max(width, height)
+    model = build_bench_model(long_side, args)
+    onnx_path = tmp / f"bench_{long_side}.onnx"
+    export_onnx(model, onnx_path)
+    print(f"\n{width}x{height}: long side {long_side}, dim {model.output_dim}, "
+          f"ONNX {onnx_path.stat().st_size / 1e6:.0f} MB")
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(8)]
+    backends = {name: onnx_path for name in args.backends}
+    if args.int8:
+        calib = args.calib or (Path(args.gardens_point) / "day_left" if args.gardens_point
+                               else None)
+        backends["onnxruntime-int8"] = quantize_int8(onnx_path, long_side, frames, calib)
+    if args.gardens_point:
+        for backend, path in backends.items():
+            if backend.startswith("onnxruntime"):
+                embedder = OnnxRuntimeEmbedder(path, batch_size=4, threads=args.threads)
+                recall = gardens_point_recall(embedder, Path(args.gardens_point))
+                print(f"  {backend:<16} Gardens Point dayR→nightR R@1 {recall[1]:.3f} "
+                      f"R@5 {recall[5]:.3f}", flush=True)
+    rows = []
+    for batch in args.batches:
+        results = {}
+        for backend, path in backends.items():
+            if backend == "torch":
+                embedder = TorchEmbedder(model, batch_size=batch, threads=args.threads)
+            else:
+                embedder = OnnxRuntimeEmbedder(path, batch_size=batch, threads=args.threads)
+            r = results[backend] = time_embedder(embedder, frames, batch, args.iterations,
+                                                 args.warmup)
+            rows.append((f"{width}x{height}", batch, backend, r))
+            print(f"  batch {batch} {backend:<16} min {r['min']:7.1f}  p50 {r['p50']:7.1f}  "
+                  f"p99 {r['p99']:7.1f} ms/frame  {r['fps']:6.1f} frames/s  "
+                  f"cpu {r['cpu_ms']:7.1f} ms/frame", flush=True)
+        print_ratios(batch, results)
+    return rows
+
+
+def print_ratios(batch: int, results: Dict[str, Dict[str, float]]) -> None:
+    if {"torch", "onnxruntime"} <= set(results):
+        speedup = results["onnxruntime"]["fps"] / results["torch"]["fps"]
+        cpu_ratio = results["torch"]["cpu_ms"] / results["onnxruntime"]["cpu_ms"]
+        print(f"  batch {batch} onnxruntime/torch: {speedup:.2f}x frames/s, "
+              f"{cpu_ratio:.2f}x less CPU per frame")
+    if {"onnxruntime", "onnxruntime-int8"} <= set(results):
+        speedup = results["onnxruntime-int8"]["fps"] / results["onnxruntime"]["fps"]
+        print(f"  batch {batch} onnxruntime-int8/onnxruntime: {speedup:.2f}x frames/s")
 
 
 def main(argv=None) -> int:
@@ -129,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--int8", action="store_true",
                         help="also time an ONNX Runtime static-INT8 (QDQ) version of the export")
     parser.add_argument("--calib", help="image folder for --int8 calibration (default: frames)")
+    parser.add_argument("--gardens-point", help="Gardens Point folder: real NetVLAD centers and "
+                                                "day_right → night_right Recall@1/5 per variant")
     parser.add_argument("--feature-block", type=int, help="EfficientNet-Lite0 block (default 15)")
     parser.add_argument("--clusters", type=int, default=64)
     parser.add_argument("--whitening-dim", type=int, help="add PCA-whitening to this dim")
@@ -137,43 +209,10 @@ def main(argv=None) -> int:
     print(f"cpu cores {os.cpu_count()}, threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.1f} (other processes skew wall times; CPU ms/frame less so)")
     rng = np.random.default_rng(0)
-    rows = []
+    rows: List[tuple] = []
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in args.sizes:
-            long_side = max(width, height)
-            model = build_bench_model(long_side, args)
-            onnx_path = Path(tmp) / f"bench_{long_side}.onnx"
-            export_onnx(model, onnx_path)
-            frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(8)]
-            backends = {name: onnx_path for name in args.backends}
-            if args.int8:
-                backends["onnxruntime-int8"] = quantize_int8(onnx_path, long_side, frames,
-                                                             args.calib)
-            print(f"\n{width}x{height}: long side {long_side}, dim {model.output_dim}, "
-                  f"ONNX {onnx_path.stat().st_size / 1e6:.0f} MB")
-            for batch in args.batches:
-                results = {}
-                for backend, path in backends.items():
-                    if backend == "torch":
-                        embedder = TorchEmbedder(model, batch_size=batch, threads=args.threads)
-                    else:
-                        embedder = OnnxRuntimeEmbedder(path, batch_size=batch,
-                                                       threads=args.threads)
-                    results[backend] = time_embedder(embedder, frames, batch, args.iterations,
-                                                     args.warmup)
-                    r = results[backend]
-                    rows.append((f"{width}x{height}", batch, backend, r))
-                    print(f"  batch {batch} {backend:<16} min {r['min']:7.1f} p50 {r['p50']:7.1f} ms  p99 "
-                          f"{r['p99']:7.1f} ms  {r['fps']:6.1f} frames/s  cpu {r['cpu_ms']:7.1f} "
-                          f"ms/frame", flush=True)
-                if {"torch", "onnxruntime"} <= set(results):
-                    speedup = results["onnxruntime"]["fps"] / results["torch"]["fps"]
-                    cpu_ratio = results["torch"]["cpu_ms"] / results["onnxruntime"]["cpu_ms"]
-                    print(f"  batch {batch} onnxruntime/torch: {speedup:.2f}x frames/s, "
-                          f"{cpu_ratio:.2f}x less CPU per frame")
-                if {"onnxruntime", "onnxruntime-int8"} <= set(results):
-                    speedup = results["onnxruntime-int8"]["fps"] / results["onnxruntime"]["fps"]
-                    print(f"  batch {batch} onnxruntime-int8/onnxruntime: {speedup:.2f}x frames/s")
+            rows += bench_size(width, height, args, Path(tmp), rng)
     best = {}
     for size, _, backend, r in rows:
         if backend.startswith("onnxruntime"):
