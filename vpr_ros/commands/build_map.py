@@ -4,21 +4,15 @@ An existing map directory is extended with a new session (a night drive added to
 the map is saved atomically once all frames are in.
 """
 import argparse
-import logging
 from itertools import islice
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vpr_ros.io.sources import count_frames, open_source
-from vpr_ros.localization.frame_check import frame_problem
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
-from vpr_ros.mapping import INDEX_KINDS, Keyframe, KeyframeMap
+from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
+from vpr_ros.mapping.builder import add_frames
 from vpr_ros.mapping.keyframe_map import MANIFEST
-from vpr_ros.mapping.thumbnail import encode_thumbnail
 from vpr_ros.runtime.embedder import load_embedder
-
-LOG = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,30 +55,10 @@ def run(args) -> int:
     verifier = GeometricVerifier(args.verification) if args.verification != "none" else None
     frames = islice(open_source(args.source, args.topic), 0, None, args.every)
     total = -(-count_frames(args.source, args.topic) // args.every)
-    added = skipped = 0
-    with tqdm(total=total, desc="build-map", unit="frame") as progress:
-        while True:
-            batch = list(islice(frames, args.batch_size))
-            if not batch:
-                break
-            progress.update(len(batch))
-            usable = []
-            for frame in batch:
-                problem = frame_problem(frame.image)
-                if problem:
-                    LOG.warning("skipping frame %s: %s", frame.name, problem)
-                    skipped += 1
-                else:
-                    usable.append(frame)
-            if not usable:
-                continue
-            descriptors = embedder.embed([f.image for f in usable])
-            records = [Keyframe(session, f.stamp, f.frame_id, condition=args.condition,
-                                thumbnail=None if args.no_thumbnails else encode_thumbnail(f.image),
-                                features=verifier.extract(f.image) if verifier else None)
-                       for f in usable]
-            kf_map.add(descriptors, records)
-            added += len(records)
+    ids, skipped = add_frames(kf_map, embedder, frames, session, args.condition,
+                              thumbnails=not args.no_thumbnails, verifier=verifier,
+                              batch_size=args.batch_size, total=total)
+    added = len(ids)
     if not added:
         raise ValueError(f"no usable frames in {args.source}; nothing was added to the map")
     kf_map.save(out)
