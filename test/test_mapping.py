@@ -105,8 +105,8 @@ def test_fp16_index_scores_match_exact(tmp_path):
 def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path):
     dim = 64
     assert IndexSpec("ivfpq").min_train_vectors == 39 * 256
-    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8, pq_nbits=4)
-    minimum = IndexSpec("ivfpq", nlist=16, pq_nbits=4).min_train_vectors
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8)
+    minimum = IndexSpec("ivfpq", nlist=16).min_train_vectors
     assert minimum == 39 * 16
     vectors = unit_rows(minimum + 100, dim)
     kf_map.add(vectors[: minimum - 1], [Keyframe("day", float(i)) for i in range(minimum - 1)])

@@ -59,8 +59,7 @@ class KeyframeMap:
 
     @classmethod
     def create(cls, dim: int, fingerprint: str, index: str = "flat", *, nlist: int = 256,
-               pq_m: int = 0, nprobe: int = 16, pq_nbits: int = 8,
-               use_gpu: bool = False) -> "KeyframeMap":
+               pq_m: int = 0, nprobe: int = 96, use_gpu: bool = False) -> "KeyframeMap":
         """An empty map for descriptors of `dim` from the model with `fingerprint`.
 
         `index`: "flat" (exact), "fp16" or "ivfpq" (see `vpr_ros.mapping.index`). `use_gpu` mirrors
@@ -70,7 +69,7 @@ class KeyframeMap:
             raise ValueError(f"descriptor dimension must be positive, got {dim}")
         if not fingerprint:
             raise ValueError("a map needs the model fingerprint (Embedder.fingerprint)")
-        spec = IndexSpec(index, nlist, pq_m, nprobe, pq_nbits)
+        spec = IndexSpec(index, nlist, pq_m, nprobe)
         return cls(dim, fingerprint, VectorIndex(dim, spec, use_gpu=use_gpu))
 
     def __len__(self) -> int:
