@@ -125,6 +125,22 @@ def gardens_point_recall(embedder, root: Path) -> Dict[int, float]:
     return recall_at_n(ranked, positives_by_tolerance(len(queries), len(db), 2), ns=(1, 5))
 
 
+def gardens_point_parity(model, onnx_path: Path, root: Path, threads: int) -> str:
+    """torch vs ONNX Runtime on every 4th day_right (db) and night_right (query) image."""
+    db_images = [read_image(p) for p in list_images(root / "day_right")[::4]]
+    query_images = [read_image(p) for p in list_images(root / "night_right")[::4]]
+    out = {}
+    for name, embedder in (("torch", TorchEmbedder(model, threads=threads)),
+                           ("onnxruntime", OnnxRuntimeEmbedder(onnx_path, threads=threads))):
+        out[name] = (embedder.embed(db_images), embedder.embed(query_images))
+    (db_t, q_t), (db_o, q_o) = out["torch"], out["onnxruntime"]
+    diff = max(np.abs(db_t - db_o).max(), np.abs(q_t - q_o).max())
+    cosine = min(np.sum(db_t * db_o, axis=1).min(), np.sum(q_t * q_o, axis=1).min())
+    same_top1 = np.mean(np.argmax(q_t @ db_t.T, axis=1) == np.argmax(q_o @ db_o.T, axis=1))
+    return (f"torch vs onnxruntime on {len(db_images)}+{len(query_images)} Gardens Point images: "
+            f"max |Δ| {diff:.2e}, min cosine {cosine:.7f}, identical top-1 {same_top1:.0%}")
+
+
 def _copy_metadata(source: Path, target: Path) -> None:
     """Quantization drops `metadata_props`; put the vpr_ros ones back so backends can load it."""
     import onnx
@@ -151,6 +167,9 @@ def bench_size(width: int, height: int, args, tmp: Path, rng) -> List[tuple]:
                                else None)
         backends["onnxruntime-int8"] = quantize_int8(onnx_path, long_side, frames, calib)
     if args.gardens_point:
+        if "torch" in backends:
+            print("  " + gardens_point_parity(model, onnx_path, Path(args.gardens_point),
+                                              args.threads), flush=True)
         for backend, path in backends.items():
             if backend.startswith("onnxruntime"):
                 embedder = OnnxRuntimeEmbedder(path, batch_size=4, threads=args.threads)
