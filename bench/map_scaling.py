@@ -89,7 +89,7 @@ def measure(kind: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarr
                                 pq_m=args.pq_m, nprobe=args.nprobe)
     kf_map.add(vectors, [Keyframe("bench", float(i)) for i in range(size)])
     build_s = time.perf_counter() - start
-    index_bytes = len(faiss.serialize_index(kf_map._index.index))
+    index_bytes = kf_map.index_bytes()
     latencies = []
     for query in queries[: args.latency_queries]:
         tic = time.perf_counter()

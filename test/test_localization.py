@@ -156,6 +156,12 @@ def test_bad_frame_gives_a_rejected_decision(image, detail):
     json.dumps(decision.to_dict())
 
 
+def test_a_missing_frame_gives_a_json_safe_bad_frame():
+    event = engine().process(None).to_dict()
+    assert event["reason"] == "bad_frame" and event["stamp"] is None
+    json.dumps(event, allow_nan=False)
+
+
 def test_embedder_failure_gives_bad_frame_not_an_exception():
     eng = LocalizationEngine(route_map(), BrokenEmbedder(), EngineConfig())
     decision = eng.process(frame(3, 1.0))

@@ -1,4 +1,5 @@
 """What the engine says about one frame: the JSONL event schema (versioned) and its parts."""
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -67,7 +68,7 @@ class Decision:
         """JSON-safe dict (plain Python types only)."""
         return {
             "schema": SCHEMA_VERSION,
-            "stamp": float(self.stamp),
+            "stamp": float(self.stamp) if math.isfinite(self.stamp) else None,
             "frame_id": self.frame_id,
             "frame_index": int(self.frame_index),
             "frame_name": self.frame_name,

@@ -127,8 +127,18 @@ class VectorIndex:
         if self._gpu_index is None:
             if self._gpu_resources is None:
                 self._gpu_resources = faiss.StandardGpuResources()
-            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+            try:
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+            except RuntimeError as err:
+                LOG.warning("FAISS cannot put this %s index on the GPU (%s); searching on the CPU",
+                            self.spec.kind, err)
+                self.use_gpu = False
+                return self.index
         return self._gpu_index
+
+    def serialized_bytes(self) -> int:
+        """Size of the index as written to disk (≈ its memory footprint)."""
+        return len(faiss.serialize_index(self.index))
 
     def _apply_search_settings(self) -> None:
         ivf = faiss.try_extract_index_ivf(self.index)

@@ -88,6 +88,10 @@ class KeyframeMap:
     def index_spec(self) -> IndexSpec:
         return self._index.spec
 
+    def index_bytes(self) -> int:
+        """Bytes of the FAISS index (descriptors, codes and ids) as saved."""
+        return self._index.serialized_bytes()
+
     @property
     def sessions(self) -> Dict[str, dict]:
         """Per session, in order of first appearance: keyframe count and condition tags."""
