@@ -112,10 +112,11 @@ def main(argv=None) -> int:
     if "flat" not in kinds:
         kinds.insert(0, "flat")
     source = DescriptorSource(args.dim, args.descriptors, args.seed)
-    print(f"descriptors: {'Gaussian fitted to ' + args.descriptors if args.descriptors else 'isotropic random unit vectors'}"
-          f", dim {source.dim}; queries: {args.queries} revisits at cosine {args.revisit_cos} with their "
-          f"keyframe; {args.threads} FAISS threads; ivfpq: {(args.pq_m or source.dim // 4) // 2}-byte fast-scan PQ "
-          f"codes, nlist {args.nlist}, nprobe {args.nprobe}")
+    origin = f"Gaussian fitted to {args.descriptors}" if args.descriptors else "isotropic random unit vectors"
+    code_bytes = (args.pq_m or source.dim // 4) // 2
+    print(f"descriptors: {origin}, dim {source.dim}; queries: {args.queries} revisits at cosine "
+          f"{args.revisit_cos} with their keyframe; {args.threads} FAISS threads; ivfpq: {code_bytes}-byte "
+          f"fast-scan PQ codes, nlist {args.nlist}, nprobe {args.nprobe}")
     header = (f"{'keyframes':>10} {'index':>7} {'B/kf':>8} {'MB':>8} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'build s':>8} {'R@1':>6} {'R@1/flat':>9} {'B/kf vs flat':>13} {'p50 vs flat':>12}")
     print(header)
