@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import yaml
@@ -102,7 +103,16 @@ def test_fp16_index_scores_match_exact(tmp_path):
     assert KeyframeMap.load(tmp_path / "half").index_spec.kind == "fp16"
 
 
-def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path):
+@pytest.fixture
+def one_faiss_thread():
+    """Tiny k-means runs on one thread: OpenMP barriers on a busy 2-core machine cost seconds."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
+def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path, one_faiss_thread):
     dim = 64
     assert IndexSpec("ivfpq").min_train_vectors == 39 * 256
     kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8)
