@@ -60,3 +60,37 @@ def pick_examples(correct: np.ndarray, scores: np.ndarray, n_right: int = 3,
     right = [i for i in order if correct[i]][:n_right]
     wrong = [i for i in order if not correct[i]][:n_wrong]
     return right + wrong
+
+
+def plot_loop_closures(runs: Dict[str, dict], path, title: str = "") -> None:
+    """Per run: the matched map place of every query (right/wrong/rejected) and its PR sweep.
+
+    runs: {label: {"query_places", "matched_places" (None when nothing retrieved),
+    "accepted", "correct" (per query), "sweep": [(threshold, Outcome)]}}.
+    """
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4.5))
+    for ax, (label, run) in zip(axes, runs.items()):
+        q = np.asarray(run["query_places"])
+        m = np.array([np.nan if p is None else p for p in run["matched_places"]], float)
+        acc, ok = np.asarray(run["accepted"]), np.asarray(run["correct"])
+        ax.plot([q.min(), q.max()], [q.min(), q.max()], color="0.85", lw=6, zorder=0,
+                label="ground truth")
+        ax.scatter(q[~acc], m[~acc], s=10, color="0.6", label="rejected (best candidate)")
+        ax.scatter(q[acc & ok], m[acc & ok], s=16, color="green", label="accepted, right")
+        ax.scatter(q[acc & ~ok], m[acc & ~ok], s=24, color="red", marker="x",
+                   label="accepted, wrong")
+        ax.set(xlabel="query place", ylabel="matched map place", title=label)
+        ax.legend(loc="upper left", fontsize=7)
+    ax = axes[-1]
+    for label, run in runs.items():
+        sweep = run["sweep"]
+        ax.plot([o.recall for _, o in sweep], [o.precision for _, o in sweep], marker=".",
+                label=label)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="threshold sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

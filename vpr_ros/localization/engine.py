@@ -7,6 +7,7 @@ import time
 from collections import deque
 from typing import Deque, List, Optional, Sequence, Tuple
 
+import faiss
 import numpy as np
 
 from vpr_ros.localization import decision as d
@@ -42,6 +43,7 @@ class LocalizationEngine:
 
     def __init__(self, keyframe_map: KeyframeMap, embedder=None, config: Optional[EngineConfig] = None):
         self.config = config or EngineConfig()
+        faiss.omp_set_num_threads(self.config.search_threads)
         if embedder is not None:
             check_compatible(embedder, keyframe_map)
         self.map = keyframe_map

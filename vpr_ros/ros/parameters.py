@@ -107,6 +107,8 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
                                      "poses (0: off)", 0.0, 10000.0),
     "store_thumbnails": _describe("keep a small JPEG per keyframe (shown in ~/match_image)"),
     "thumbnail_long_side": _describe("long side in pixels of keyframe thumbnails", 16, 1024),
+    "search_threads": _describe("FAISS threads per frame search (1 is fastest for one query on "
+                                "a busy robot CPU)", 1, 64),
 }
 
 
