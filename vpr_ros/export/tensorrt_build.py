@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from vpr_ros.export.metadata import INPUT_NAME, read_onnx_info
-from vpr_ros.model.backbones import STRIDE
+from vpr_ros.runtime.preprocess import STRIDE
 from vpr_ros.runtime.calibration import (DEFAULT_MAX_IMAGES, calibration_batches,
                                          calibration_id, calibration_images,
                                          create_entropy_calibrator)

@@ -12,8 +12,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-STRIDE = 32
-
 # (repeats, kernel, stride, expand ratio, out channels) per stage of EfficientNet-Lite0.
 _LITE0_STAGES = [
     (1, 3, 1, 1, 16),

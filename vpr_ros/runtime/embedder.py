@@ -1,6 +1,7 @@
 """The `Embedder` interface (images in, L2-normalized descriptors out) and the torch backend."""
 import logging
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -75,10 +76,10 @@ def load_embedder(checkpoint=None, backend: str = "auto", model=None, **kwargs) 
     """
     from vpr_ros.runtime.backends import create_embedder
 
-    if model is None:
-        if checkpoint is None:
-            raise ValueError("no model given: pass a checkpoint (--model model.pt); build an "
-                             "off-the-shelf one with `vpr-ros eval --save-model model.pt`")
+    if model is None and checkpoint is None:
+        raise ValueError("no model given: pass a checkpoint (--model model.pt); build an "
+                         "off-the-shelf one with `vpr-ros eval --save-model model.pt`")
+    if model is None and Path(checkpoint).suffix.lower() not in (".onnx", ".engine"):
         from vpr_ros.model.checkpoint import load_checkpoint
         model = load_checkpoint(checkpoint)
     return create_embedder(model, backend=backend, checkpoint=checkpoint, **kwargs)

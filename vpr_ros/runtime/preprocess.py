@@ -4,7 +4,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from vpr_ros.model.backbones import STRIDE
+STRIDE = 32
+"""Total stride of every backbone: input sides are multiples of it (kept torch-free for ORT/TRT)."""
 
 
 def target_size(height: int, width: int, long_side: int) -> Tuple[int, int]:
