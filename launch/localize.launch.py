@@ -27,6 +27,8 @@ def _vpr_node(context):
         "use_compressed": arg("use_compressed").lower() == "true",
         "use_sim_time": arg("use_sim_time").lower() == "true",
     }
+    if arg("save_map_on_shutdown"):
+        overrides["save_map_on_shutdown"] = arg("save_map_on_shutdown").lower() == "true"
     for launch_argument, parameter in STRING_OVERRIDES:
         value = arg(launch_argument)
         if value:
@@ -64,6 +66,9 @@ def generate_launch_description():
                               description="subscribe to sensor_msgs/CompressedImage on <image>/compressed"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="use /clock (set true when replaying with ros2 bag play --clock)"),
+        DeclareLaunchArgument("save_map_on_shutdown", default_value="",
+                              choices=["", "true", "false"],
+                              description="save the map on Ctrl-C; empty keeps the params_file value"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML file with the vpr_node parameters"),
         OpaqueFunction(function=_vpr_node),

@@ -122,9 +122,8 @@ def test_launch_files_exist_and_are_installed_by_setup_py():
     assert '"vpr_node = vpr_ros.ros.node:main"' in setup
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_file_starts_vpr_node_with_the_params_file(path):
-    keywords = _node_keywords(path)
+def test_localize_launch_starts_vpr_node_with_the_params_file():
+    keywords = _node_keywords(REPO / "launch" / "localize.launch.py")
     assert ast.literal_eval(keywords["package"]) == "vpr_ros"
     assert ast.literal_eval(keywords["executable"]) == "vpr_node"
     assert ast.literal_eval(keywords["name"]) == "vpr_node"
@@ -138,14 +137,27 @@ def test_localize_launch_declares_the_documented_arguments():
     assert all("description" in keywords for keywords in arguments.values())
 
 
+def test_build_map_launch_is_localize_in_mapping_mode():
+    source = (REPO / "launch" / "build_map.launch.py").read_text(encoding="utf-8")
+    include = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+                   and ast.unparse(n.func) == "IncludeLaunchDescription")
+    assert "localize.launch.py" in source
+    passed = next(k.value.func.value for k in include.keywords if k.arg == "launch_arguments")
+    arguments = {ast.literal_eval(key): value for key, value in zip(passed.keys, passed.values)}
+    assert ast.literal_eval(arguments["mode"]) == "mapping"
+    assert ast.literal_eval(arguments["save_map_on_shutdown"]) == "true"
+    assert set(arguments) <= set(_launch_arguments(REPO / "launch" / "localize.launch.py"))
+
+
 def test_launch_overrides_name_declared_parameters():
     declared = {spec.name for spec in parameter_specs()} | {"use_sim_time"}
-    for path in LAUNCH_FILES:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        overrides = [n for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                     and any(isinstance(t, ast.Name) and t.id == "overrides" for t in n.targets)]
-        keys = {ast.literal_eval(k) for d in overrides for k in d.value.keys}
-        assert keys and keys <= declared, path.name
+    tree = ast.parse((REPO / "launch" / "localize.launch.py").read_text(encoding="utf-8"))
+    keys = {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+            and ast.unparse(n.value) == "overrides" and isinstance(n.slice, ast.Constant)} | {
+        ast.literal_eval(k) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "overrides" for t in n.targets)
+        for k in n.value.keys}
+    assert "save_map_on_shutdown" in keys and keys <= declared
     module = ast.parse((REPO / "launch" / "localize.launch.py").read_text(encoding="utf-8"))
     pairs = next(n.value for n in module.body if isinstance(n, ast.Assign)
                  and ast.unparse(n.targets[0]) == "STRING_OVERRIDES")
