@@ -24,7 +24,7 @@ from vpr_ros.mapping import KeyframeMap
 from vpr_ros.mapping.builder import add_frames
 from vpr_ros.runtime.embedder import load_embedder
 
-TOLERANCE = 2            # original Gardens Point frames (the sample keeps every 2nd one)
+TOLERANCE = 2            # Gardens Point frames, by the number in the file name
 THRESHOLDS = np.round(np.arange(0.20, 0.80, 0.01), 2)
 
 
@@ -45,10 +45,14 @@ def default_sample() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample", type=Path, help="folder with day_right/ and night_right/ "
-                        "(default: the bundled Gardens Point sample)")
+    parser.add_argument("--sample", type=Path, help="folder of aligned traversals, e.g. the full "
+                        "Gardens Point (default: the bundled sample with day_right/, night_right/)")
+    parser.add_argument("--db", default="day_right", help="map traversal folder inside the "
+                        "sample (default day_right)")
+    parser.add_argument("--query", default="night_right", help="query traversal folder inside "
+                        "the sample (default night_right)")
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on "
-                        "the day images, kept as OUT/model.pt and reused")
+                        "the map images, kept as OUT/model.pt and reused")
     parser.add_argument("--backend", default="auto", help="embedding backend (default auto)")
     parser.add_argument("--temporal", type=int, default=3,
                         help="consecutive frames that must agree (default 3)")
@@ -58,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default ./vpr_demo)")
 
 
-def _model_path(args, day_frames) -> str:
+def _model_path(args, map_frames) -> str:
     if args.model:
         return args.model
     path = args.out / "model.pt"
@@ -67,15 +71,15 @@ def _model_path(args, day_frames) -> str:
         from vpr_ros.model.clustering import build_offtheshelf_model
 
         print("building the off-the-shelf model (ImageNet EfficientNet-Lite0 + NetVLAD "
-              "clustered on the day images)")
-        save_checkpoint(path, build_offtheshelf_model(f.image for f in day_frames),
-                        extra={"built_from": "bundled day sample"})
+              "clustered on the map images)")
+        save_checkpoint(path, build_offtheshelf_model(f.image for f in map_frames),
+                        extra={"built_from": "demo map images"})
     return str(path)
 
 
 def _embed(embedder, frames):
     descriptors, seconds = [], 0.0
-    for start in tqdm(range(0, len(frames), 8), desc="embed night", unit="batch"):
+    for start in tqdm(range(0, len(frames), 8), desc="embed queries", unit="batch"):
         tic = time.perf_counter()
         descriptors.append(embedder.embed([f.image for f in frames[start:start + 8]]))
         seconds += time.perf_counter() - tic
@@ -85,17 +89,17 @@ def _embed(embedder, frames):
 def run(args) -> int:
     sample = args.sample or default_sample()
     args.out.mkdir(parents=True, exist_ok=True)
-    day = list(open_source(sample / "day_right"))
-    night = list(open_source(sample / "night_right"))
-    embedder = load_embedder(_model_path(args, day), backend=args.backend)
+    mapped = list(open_source(sample / args.db))
+    queries = list(open_source(sample / args.query))
+    embedder = load_embedder(_model_path(args, mapped), backend=args.backend)
 
     kf_map = KeyframeMap.create(embedder.dim, embedder.fingerprint)
-    ids, _ = add_frames(kf_map, embedder, day, session="day", condition="day", total=len(day))
+    ids, _ = add_frames(kf_map, embedder, mapped, session=args.db, total=len(mapped))
     kf_map.save(args.out / "map")
-    keyframe_places = {i: place_from_name(f.name) for i, f in zip(ids, day)}
-    descriptors, ms_embed = _embed(embedder, night)
-    stamps = [f.stamp for f in night]
-    query_places = [place_from_name(f.name) for f in night]
+    keyframe_places = {i: place_from_name(f.name) for i, f in zip(ids, mapped)}
+    descriptors, ms_embed = _embed(embedder, queries)
+    stamps = [f.stamp for f in queries]
+    query_places = [place_from_name(f.name) for f in queries]
 
     rows, runs = [], {}
     for label, consecutive in (("single frame", 1), (f"temporal ({args.temporal} frames)",
@@ -104,7 +108,7 @@ def run(args) -> int:
                               score_threshold=args.threshold)
         tic = time.perf_counter()
         decisions = replay_descriptors(kf_map, descriptors, stamps, config)
-        ms_engine = 1000.0 * (time.perf_counter() - tic) / len(night)
+        ms_engine = 1000.0 * (time.perf_counter() - tic) / len(queries)
         outcome = score_decisions(decisions, query_places, keyframe_places, TOLERANCE)
         sweep = sweep_thresholds(kf_map, descriptors, stamps, config, THRESHOLDS, query_places,
                                  keyframe_places, TOLERANCE)
@@ -118,14 +122,14 @@ def run(args) -> int:
                        "sweep": sweep}
 
     plot_loop_closures(runs, args.out / "demo.png",
-                       title=f"day map ({len(day)} keyframes) ← night queries, "
+                       title=f"{args.db} map ({len(mapped)} keyframes) ← {args.query} queries, "
                              f"threshold {args.threshold}")
     summary = {label: {"frames": o.frames, "accepted": o.accepted, "correct": o.correct,
                        "wrong": o.wrong, "precision": o.precision, "recall": o.recall,
                        "ms_per_frame": ms, "recall_at_100p": r100, "threshold_at_100p": t100}
                for label, o, ms, r100, t100 in rows}
     atomic_write_text(args.out / "demo.json", json.dumps(summary, indent=2) + "\n")
-    print(f"\nmap: {len(kf_map)} day keyframes; {len(night)} night frames relocalized "
+    print(f"\nmap: {len(kf_map)} {args.db} keyframes; {len(queries)} {args.query} frames relocalized "
           f"(right = within ±{TOLERANCE} frames), threshold {args.threshold}")
     print(f"{'decision':<22}{'frames':>7}{'accepted':>9}{'correct':>8}{'wrong':>6}"
           f"{'ms/frame':>9}{'R@100%P':>9}")
