@@ -22,7 +22,9 @@ COMMANDS = {
 
 def build_parser(command=None) -> argparse.ArgumentParser:
     """The `vpr-ros` parser; the chosen command's module adds its own arguments."""
-    parser = argparse.ArgumentParser(prog="vpr-ros", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vpr-ros", description="Visual place recognition for ROS 2 robots: maps, "
+        "relocalization, evaluation and deployment.")
     parser.add_argument("--version", action="version", version=f"vpr-ros {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
