@@ -65,6 +65,10 @@ class LocalizationEngine:
         self.policy.reset()
         self._recent.clear()
 
+    def set_mode(self, mode: str) -> None:
+        """Switch between "localization" (fixed map) and "mapping" (the map grows)."""
+        self.config = EngineConfig.from_dict(self.config.to_dict(), mode=mode)
+
     def process(self, frame, pose: Optional[Pose] = None) -> Decision:
         """Decide on one `Frame`; never raises for a bad frame (it yields rejected/bad_frame)."""
         return self.process_batch([frame], [pose])[0]

@@ -7,7 +7,6 @@ never raises for a bad frame: a garbled image or an engine error comes back as a
 events), so one bad frame cannot stop the node. All engine access (process, save, reset, mode switch) goes through one
 lock, because services run on the executor thread while frames are processed on the worker.
 """
-import dataclasses
 import json
 import threading
 import time
@@ -117,7 +116,7 @@ class FrameProcessor:
     def set_mode(self, mode: str) -> None:
         """Switch between localization and mapping (EngineConfig validates the name)."""
         with self._lock:
-            self._engine.config = dataclasses.replace(self._engine.config, mode=mode)
+            self._engine.set_mode(mode)
 
     def reset(self) -> None:
         """Forget temporal chains and recently added keyframes; the map is kept."""
