@@ -171,8 +171,8 @@ class LocalizationEngine:
         nearest_score = float(scores[0, 0]) if ids[0, 0] >= 0 else None
         if recent and cfg.mode == "mapping":
             nearest_score = float(self.map.search(query, 1)[0][0, 0])
-        candidates = [Candidate(int(i), self.map.record(int(i)).session, self.map.record(int(i)).stamp,
-                                float(s), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        records = [(float(s), self.map.record(int(i))) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        candidates = [Candidate(kf.id, kf.session, kf.stamp, s, s) for s, kf in records]
         if cfg.rerank == "place_voting":
             candidates = place_voting(candidates, cfg.place_window_s)
         decision.candidates = candidates
