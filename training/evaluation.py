@@ -1,10 +1,9 @@
-"""Descriptors for a `PlaceSet` and its Recall@N (FAISS exact inner-product search).
+"""Descriptors for a `PlaceSet` and its Recall@N.
 
-Recall is `vpr_ros.evaluation.metrics.recall_at_n`, the same code `vpr-ros eval` reports with.
+Retrieval and recall are `vpr_ros.evaluation` code, the same that `vpr-ros eval` reports with.
 """
 from typing import Dict, List, Sequence
 
-import faiss
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -13,6 +12,7 @@ from training.datasets import PlaceSet
 from training.distributed import DistContext, gather_sharded_rows, shard
 from training.images import ImageStore
 from vpr_ros.evaluation.metrics import recall_at_n
+from vpr_ros.evaluation.retrieval import search_cosine
 
 
 @torch.no_grad()
@@ -38,17 +38,10 @@ def _output_dim(model, store, paths, context) -> int:
     return int(model(store.batch([paths[0]]).to(context.device)).shape[1])
 
 
-def rank_database(db: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """(num_queries, k) database ids by decreasing inner product (cosine on L2-normalized rows)."""
-    index = faiss.IndexFlatIP(db.shape[1])
-    index.add(np.ascontiguousarray(db, dtype=np.float32))
-    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(db)))
-    return ids
-
-
 def evaluate_recall(model: torch.nn.Module, places: PlaceSet, store: ImageStore, ns: Sequence[int],
                     batch_size: int, context: DistContext) -> Dict[int, float]:
     """Recall@N of `model` on `places` (database = places.db_images, queries = places.query_images)."""
     db = embed_paths(model, store, places.db_images, batch_size, context, desc="val db")
     queries = embed_paths(model, store, places.query_images, batch_size, context, desc="val queries")
-    return recall_at_n(rank_database(db, queries, max(ns)), places.eval_positives(), ns)
+    _, ranked = search_cosine(db, queries, max(ns))
+    return recall_at_n(ranked, places.eval_positives(), ns)

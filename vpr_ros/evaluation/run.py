@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import faiss
 import numpy as np
 from tqdm import tqdm
 
@@ -14,6 +13,7 @@ from vpr_ros.evaluation.ground_truth import positives_by_tolerance, positives_fr
 from vpr_ros.evaluation.metrics import (pr_auc, precision_recall, recall_at_n,
                                         recall_at_precision)
 from vpr_ros.evaluation.plots import pick_examples, plot_match_pairs, plot_pr_curves
+from vpr_ros.evaluation.retrieval import search_cosine
 from vpr_ros.io.atomic import atomic_write_text
 from vpr_ros.io.images import list_images, read_image
 
@@ -38,13 +38,7 @@ def embed_folder(embedder, paths: Sequence[Path], desc: str):
 
 def score_retrieval(db: np.ndarray, queries: np.ndarray, positives: List[set]) -> Dict:
     """Recall@N and loop-closure PR metrics for cosine retrieval of `queries` in `db`."""
-    index = faiss.IndexFlatIP(db.shape[1])
-    index.add(np.ascontiguousarray(db, dtype=np.float32))
-    k = min(max(RECALL_NS), len(db))
-    scores, ranked = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    if k < max(RECALL_NS):
-        pad = max(RECALL_NS) - k
-        ranked = np.pad(ranked, ((0, 0), (0, pad)), constant_values=-1)
+    scores, ranked = search_cosine(db, queries, max(RECALL_NS))
     best_correct = np.array([r[0] in pos for r, pos in zip(ranked, positives)])
     n_with_match = sum(1 for pos in positives if pos)
     precision, recall, _ = precision_recall(scores[:, 0], best_correct, n_with_match)
