@@ -2,12 +2,11 @@
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 
 from vpr_ros.io.images import read_image
-from vpr_ros.runtime.preprocess import STRIDE
+from vpr_ros.runtime.preprocess import STRIDE, resize_rgb
 
 
 class ImageStore:
@@ -34,12 +33,7 @@ class ImageStore:
         """H×W×3 uint8 RGB at the store's size."""
         image = self._images.get(path)
         if image is None:
-            image = read_image(path)
-            shrink = self.size[0] * self.size[1] < image.shape[0] * image.shape[1]
-            # Same interpolation rule as vpr_ros.runtime.preprocess, so training sees the pixels
-            # the robot will see.
-            image = cv2.resize(image, (self.size[1], self.size[0]),
-                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            image = resize_rgb(read_image(path), self.size)
             if self.cache:
                 self._images[path] = image
         return image

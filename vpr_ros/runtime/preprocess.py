@@ -29,10 +29,19 @@ def check_image(image: np.ndarray) -> None:
                          f"dtype {dtype}")
 
 
+def resize_rgb(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """`image` resized to (H, W): area averaging when shrinking, bilinear when enlarging.
+
+    Training uses it too, so the network is trained on the pixels the robot will feed it.
+    """
+    height, width = size
+    shrink = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def preprocess(image: np.ndarray, long_side: int) -> np.ndarray:
     """H×W×3 uint8 RGB → 3×h×w float32 in [0, 1] at the network's input size."""
     check_image(image)
-    h, w = target_size(image.shape[0], image.shape[1], long_side)
-    interpolation = cv2.INTER_AREA if h * w < image.shape[0] * image.shape[1] else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (w, h), interpolation=interpolation)
+    resized = resize_rgb(image, target_size(image.shape[0], image.shape[1], long_side))
     return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / 255.0
