@@ -31,6 +31,7 @@ from training.datasets import load_aligned_traversals  # noqa: E402
 from training.distributed import DistContext  # noqa: E402
 from training.evaluation import evaluate_recall  # noqa: E402
 from training.train import Trainer  # noqa: E402
+from vpr_ros.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from vpr_ros.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 PAIRS = (("day_right", "night_right"), ("day_left", "night_right"))
@@ -91,7 +92,8 @@ def plot_losses(out: Path, losses) -> Path:
     fig.suptitle("Gardens Point places 0–99, training loss")
     path = out / "loss_curves.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
 
@@ -128,7 +130,7 @@ def main() -> int:
         results[f"{loss} last"] = held_out_recall(
             load_checkpoint(Path(config.output_dir) / "last.pt"), trainer, root)
     png = plot_losses(args.out, args.losses)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"\nGardens Point held-out places 100-199, long side {args.long_side}, "
           f"{args.epochs} epochs, K={args.clusters}")
     print(f"{'model':<26}" + "".join(f"{p:>34}" for p in results["off-the-shelf"]))
