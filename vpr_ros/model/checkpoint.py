@@ -1,6 +1,6 @@
 """One-file checkpoints: config, weights, PCA-whitening and a fingerprint, saved atomically."""
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -64,9 +64,3 @@ def load_checkpoint(path, with_extra: bool = False):
                          f"not match the stored {payload['fingerprint']}")
     model.eval()
     return (model, payload.get("extra", {})) if with_extra else model
-
-
-def checkpoint_fingerprint(path) -> Tuple[str, dict]:
-    """Stored fingerprint and config of a checkpoint, without building the network."""
-    payload = read_checkpoint(path)
-    return payload["fingerprint"], payload["config"]

@@ -50,7 +50,3 @@ class LatestOnlyBuffer(Generic[T]):
             self._closed = True
             self._item, self._has_item = None, False
             self._condition.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
