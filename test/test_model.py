@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vpr_ros.io.images import read_image
 from vpr_ros.model import ModelConfig, build_model
-from vpr_ros.model.backbones import EfficientNetLite0, create_backbone
+from vpr_ros.model.backbones import create_backbone
 from vpr_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from vpr_ros.model.netvlad import NetVLAD
 from vpr_ros.model.whitening import fit_pca_whitening
@@ -28,16 +28,40 @@ def _tensor(image, size):
 
 
 @torch.no_grad()
-def test_efficientnet_lite0_is_the_pretrained_imagenet_network():
+@pytest.mark.parametrize("name, sizes", [("efficientnet_lite0", (224, 256)),
+                                         ("efficientnet_lite2", (224, 260))])
+def test_efficientnet_lite_is_the_pretrained_imagenet_network(name, sizes):
     """Grace Hopper in uniform: a confident 'military uniform' at two scales and mirrored."""
     image = read_image(GRACE_HOPPER)
-    net = create_backbone("efficientnet_lite0").eval()
-    for x in (_tensor(image, 224), _tensor(image, 256), torch.flip(_tensor(image, 224), [3])):
+    net = create_backbone(name).eval()
+    for x in (*(_tensor(image, size) for size in sizes), torch.flip(_tensor(image, 224), [3])):
         probs = F.softmax(net.classify(x), dim=1)[0]
         assert int(probs.argmax()) == IMAGENET_MILITARY_UNIFORM
         assert float(probs.max()) > 0.3
-    untrained = EfficientNetLite0().eval()
+    untrained = create_backbone(name, pretrained=False).eval()
     assert float(F.softmax(untrained.classify(_tensor(image, 224)), 1).max()) < 0.05
+
+
+@pytest.mark.parametrize("name, blocks, channels", [
+    ("efficientnet_lite0", 16, [16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192,
+                                192, 320]),
+    ("efficientnet_lite2", 21, [16, 24, 24, 24, 48, 48, 48, 88, 88, 88, 88, 120, 120, 120, 120,
+                                208, 208, 208, 208, 208, 352])])
+def test_efficientnet_lite_feature_blocks_and_strides(name, blocks, channels):
+    """Every cut-off gives its stage's channels; the last stride-16 block and stride-32 blocks."""
+    assert [create_backbone(name, pretrained=False, feature_block=b).out_channels
+            for b in range(blocks)] == channels
+    stride16 = channels.index(channels[-2]) - 1
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert create_backbone(name, pretrained=False,
+                               feature_block=stride16)(x).shape[2:] == (4, 6)
+        assert create_backbone(name, pretrained=False,
+                               feature_block=stride16 + 1)(x).shape[2:] == (2, 3)
+    with pytest.raises(ValueError, match=f"0..{blocks - 1}"):
+        create_backbone(name, pretrained=False, feature_block=blocks)
+    with pytest.raises(ValueError, match="whole network"):
+        create_backbone(name, pretrained=False, feature_block=blocks - 2).classify(x)
 
 
 def test_vgg16_without_weights_file_says_what_to_do(tmp_path):

