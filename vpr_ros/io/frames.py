@@ -1,5 +1,6 @@
 """The unit every reader yields and every consumer (embedder, engine, map builder) takes."""
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +11,8 @@ class Frame:
 
     `index` is the position in its source (file order, video frame number, or message number
     on the bag topic, counting skipped messages), so ground truth keyed by index stays valid
-    when a corrupt frame is dropped.
+    when a corrupt frame is dropped. `pose` (x, y, z, qx, qy, qz, qw) is where the robot was,
+    when a trajectory says so (`vpr_ros.io.trajectory.PoseAttacher`).
     """
 
     image: np.ndarray
@@ -18,3 +20,4 @@ class Frame:
     frame_id: str
     index: int
     name: str
+    pose: Optional[Tuple[float, ...]] = None

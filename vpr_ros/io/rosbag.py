@@ -17,8 +17,8 @@ BAG_SUFFIXES = (".db3", ".mcap")
 
 
 @functools.lru_cache(maxsize=1)
-def _typestore():
-    """Message definitions for CDR decoding; Image/CompressedImage are the same in every ROS 2 distro."""
+def message_typestore():
+    """Message definitions for CDR decoding; the image, pose and TF types are the same in every ROS 2 distro."""
     return get_typestore(Stores.ROS2_HUMBLE)
 
 
@@ -52,7 +52,8 @@ def _image_connections(reader: Reader, topic: Optional[str], bag: Path) -> list:
     return connections
 
 
-def _open_reader(path: Path) -> Reader:
+def open_reader(path: Path) -> Reader:
+    """A `rosbags` reader of the bag at `path` (use it as a context manager)."""
     if not path.exists():
         raise FileNotFoundError(f"rosbag2 not found: {path}")
     return Reader(path)
@@ -60,14 +61,14 @@ def _open_reader(path: Path) -> Reader:
 
 def list_image_topics(path: Union[str, Path]) -> List[str]:
     """Image topics in the bag at `path`, sorted."""
-    with _open_reader(Path(path)) as reader:
+    with open_reader(Path(path)) as reader:
         return sorted({c.topic for c in reader.connections if c.msgtype in IMAGE_MSGTYPES})
 
 
 def count_bag_frames(path: Union[str, Path], topic: Optional[str] = None) -> int:
     """Messages on the image topic, from the bag's index (no decoding)."""
     path = Path(path)
-    with _open_reader(path) as reader:
+    with open_reader(path) as reader:
         return sum(c.msgcount for c in _image_connections(reader, topic, path))
 
 
@@ -79,15 +80,15 @@ def read_bag_frames(path: Union[str, Path], topic: Optional[str] = None) -> Iter
     A message that cannot be decoded is skipped with a warning and keeps its index.
     """
     path = Path(path)
-    with _open_reader(path) as reader:
+    with open_reader(path) as reader:
         resolved_topic = _image_connections(reader, topic, path)[0].topic
     return _frames(path, resolved_topic)
 
 
 def _frames(path: Path, topic: str) -> Iterator[Frame]:
-    typestore = _typestore()
+    typestore = message_typestore()
     skipped = 0
-    with _open_reader(path) as reader:
+    with open_reader(path) as reader:
         connections = _image_connections(reader, topic, path)
         for index, (connection, recorded_ns, raw) in enumerate(reader.messages(connections=connections)):
             name = f"{topic}#{index}"

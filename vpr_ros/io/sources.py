@@ -6,6 +6,7 @@ from vpr_ros.io.folder import read_folder_frames
 from vpr_ros.io.frames import Frame
 from vpr_ros.io.images import list_images
 from vpr_ros.io.rosbag import BAG_SUFFIXES, count_bag_frames, is_bag, read_bag_frames
+from vpr_ros.io.trajectory import read_times
 from vpr_ros.io.video import VIDEO_SUFFIXES, count_video_frames, read_video_frames
 
 SUPPORTED_SOURCES = (f"an image folder, a video file ({' '.join(VIDEO_SUFFIXES)}), or a rosbag2 "
@@ -32,20 +33,25 @@ def _check_topic(kind: str, topic: Optional[str]) -> None:
 
 
 def open_source(source: Union[str, Path], topic: Optional[str] = None, *, rate_hz: float = 1.0,
-                frame_id: str = "camera") -> Iterator[Frame]:
+                times: Optional[Union[str, Path]] = None, frame_id: str = "camera") -> Iterator[Frame]:
     """Frames from `source`, whatever kind it is.
 
     `topic` picks the image topic of a bag (needed only when it has several). Folders have no
-    time, so their frames are stamped at `rate_hz`; `frame_id` names the camera for folders and
-    videos (bags carry their own). Path and topic errors are raised here, not on first frame.
+    time, so their frames are stamped from the `times` file (one stamp per line per image) or
+    at `rate_hz`; `frame_id` names the camera for folders and videos (bags carry their own).
+    Path, topic and times errors are raised here, not on first frame.
     """
     kind = source_kind(source)
     _check_topic(kind, topic)
+    if times is not None and kind != "folder":
+        raise ValueError(f"a times file was given but the source is a {kind}, which has its own "
+                         f"stamps; times files apply to image folders only")
     if kind == "rosbag2":
         return read_bag_frames(source, topic)
     if kind == "video":
         return read_video_frames(source, frame_id=frame_id)
-    return read_folder_frames(source, rate_hz=rate_hz, frame_id=frame_id)
+    stamps = read_times(times) if times is not None else None
+    return read_folder_frames(source, rate_hz=rate_hz, frame_id=frame_id, stamps=stamps)
 
 
 def count_frames(source: Union[str, Path], topic: Optional[str] = None) -> int:
