@@ -39,7 +39,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "colcon-common-extensions"],
         "train": ["scipy>=1.8"],
-        "gpu": ["tensorrt>=10.3", "pycuda>=2022.1", "onnxruntime-gpu>=1.16"],
+        # TensorRT 10.3 (JetPack 6.1) .. 10.16 checked; see vpr_ros/runtime/tensorrt_platform.py
+        "gpu": ["tensorrt>=10.3,<11", "pycuda>=2022.1", "onnxruntime-gpu>=1.16"],
     },
     zip_safe=True,
     entry_points={

@@ -13,6 +13,7 @@ from vpr_ros.runtime.backends import _Sources, create_embedder, select_auto  # n
 from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder  # noqa: E402
 
+import fake_gpu  # noqa: E402
 from test_export import tiny_model  # noqa: E402
 
 NO_TENSORRT = {"tensorrt": None, "pycuda": None, "pycuda.driver": None}
@@ -150,3 +151,31 @@ def test_onnxruntime_cuda_reports_a_cpu_only_build(deployed, monkeypatch):
     model, _, onnx_path = deployed
     with pytest.raises(ValueError, match="onnxruntime-gpu"):
         create_embedder(model, "onnxruntime", onnx=onnx_path, device="cuda")
+
+
+# --- auto with a broken GPU stack (fake tensorrt / pycuda modules) ---------------------------
+
+def test_auto_skips_an_unsupported_tensorrt_and_a_cpu_device(deployed, monkeypatch):
+    model, checkpoint, onnx_path = deployed
+    fake_gpu.install(monkeypatch, version="8.6.2")
+    source = _Sources(model, checkpoint, onnx_path, None)
+    _, skipped = select_auto(source, batch_size=1, threads=1, device=None, precision="auto")
+    assert "TensorRT 8.6.2 is not supported" in dict(skipped)["tensorrt"]
+    _, skipped = select_auto(source, batch_size=1, threads=1, device="cpu", precision="auto")
+    assert "not a CUDA device" in dict(skipped)["tensorrt"]
+
+
+def test_explicit_tensorrt_uses_the_cuda_device_index_and_a_given_engine(deployed, monkeypatch,
+                                                                          tmp_path):
+    from vpr_ros.export.tensorrt_build import build_engine
+
+    model, _, onnx_path = deployed
+    local = tmp_path / "model.onnx"
+    local.write_bytes(onnx_path.read_bytes())
+    _, cuda = fake_gpu.install(monkeypatch, gpus=("GPU A", "GPU B"))
+    engine = build_engine(local, "fp32", device_index=1)
+    embedder = create_embedder(model, "tensorrt", engine=engine, device="cuda:1")
+    assert (embedder.device, embedder.precision, embedder.engine_path) == ("cuda:1", "fp32", engine)
+    assert set(cuda.pushed) == {1}
+    with pytest.raises(ValueError, match="is a fp32 engine, fp16 was asked for"):
+        create_embedder(model, "tensorrt", engine=engine, device="cuda:1", precision="fp16")

@@ -1,7 +1,9 @@
 """`vpr-ros build-engine`: TensorRT engine from the ONNX export, built on (and for) this GPU."""
 import argparse
 
-from vpr_ros.runtime.calibration import DEFAULT_MAX_IMAGES
+from vpr_ros.runtime.calibration import (DEFAULT_MAX_IMAGES, calibration_images,
+                                         check_calibration_images)
+from vpr_ros.runtime.engine_cache import DEFAULT_PRECISION, PRECISIONS
 
 
 def parse_shape(text: str):
@@ -17,18 +19,18 @@ def parse_shape(text: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, help="ONNX file from `vpr-ros export`")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="FP16 engine (recommended on Jetson)")
-    precision.add_argument("--int8", action="store_true",
-                           help="INT8 engine, calibrated on --calib images (implicit quantization, "
-                                "deprecated since TensorRT 10.1: check recall against --fp16)")
-    parser.add_argument("--calib", help="folder of calibration images (INT8)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help=f"engine precision (default {DEFAULT_PRECISION}, what the runtime "
+                             f"builds too); int8 = Q/DQ calibrated on --calib images: check "
+                             f"Recall@N against fp16")
+    parser.add_argument("--calib", help="folder of calibration images (int8)")
     parser.add_argument("--calib-batch", type=int, default=8, help="calibration batch size")
     parser.add_argument("--calib-images", type=int, default=DEFAULT_MAX_IMAGES,
                         help=f"at most this many calibration images (default {DEFAULT_MAX_IMAGES})")
     for name, help_text in (("min", "smallest"), ("opt", "tuned-for"), ("max", "largest")):
         parser.add_argument(f"--{name}-shape", type=parse_shape,
                             help=f"{help_text} input BxCxHxW (default from the model's long side)")
+    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     parser.add_argument("--workspace-gb", type=float, default=2.0, help="builder workspace (GB)")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
 
@@ -48,24 +50,32 @@ def run(args) -> int:
 
     info = read_onnx_info(args.onnx)
     profile = _profile(args, info.image_long_side)
-    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
-    if args.calib and not args.int8:
-        raise ValueError("--calib is only used with --int8")
-    _check_tensorrt()
-    path = build_engine(args.onnx, precision=precision, profile=profile, calib_dir=args.calib,
-                        calib_batch_size=args.calib_batch, calib_max_images=args.calib_images,
-                        workspace_gb=args.workspace_gb, rebuild=args.rebuild)
-    print(f"engine {path} ({precision}, profile min {profile.min} opt {profile.opt} "
+    if args.calib and args.precision != "int8":
+        raise ValueError("--calib is only used with --precision int8")
+    if args.precision == "int8":
+        if not args.calib:
+            raise ValueError("--precision int8 needs --calib DIR (a few hundred frames from the "
+                             "robot's camera)")
+        check_calibration_images(calibration_images(args.calib, args.calib_images),
+                                 args.calib_batch, args.calib)     # before TensorRT starts
+    _check_tensorrt(args.device)
+    path = build_engine(args.onnx, precision=args.precision, profile=profile,
+                        calib_dir=args.calib, calib_batch_size=args.calib_batch,
+                        calib_max_images=args.calib_images, workspace_gb=args.workspace_gb,
+                        rebuild=args.rebuild, device_index=args.device)
+    print(f"engine {path} ({args.precision}, profile min {profile.min} opt {profile.opt} "
           f"max {profile.max}); backends find it from the ONNX path")
     return 0
 
 
-def _check_tensorrt() -> None:
-    """ValueError saying how to get TensorRT when it or a GPU is missing here."""
-    from vpr_ros.runtime.engine_cache import tensorrt_platform
+def _check_tensorrt(device_index: int) -> None:
+    """ValueError saying how to get TensorRT when it, a supported version or the GPU is missing."""
+    from vpr_ros.runtime.tensorrt_platform import UnsupportedTensorRT, tensorrt_platform
 
     try:
-        tensorrt_platform()
+        tensorrt_platform(device_index)
+    except UnsupportedTensorRT as err:
+        raise ValueError(str(err)) from err
     except ImportError as err:
         raise ValueError(f"TensorRT is not usable here ({err}); build the engine on the target "
                          f"GPU (JetPack ships tensorrt; pip install pycuda)") from err

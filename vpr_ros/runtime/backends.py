@@ -72,21 +72,30 @@ class _Sources:
         return self._exported
 
 
-def _tensorrt(src: _Sources, batch_size: int, precision: str, **_) -> Embedder:
-    from vpr_ros.runtime.engine_cache import tensorrt_platform
+def _tensorrt(src: _Sources, batch_size: int, precision: str, device: Optional[str],
+              **_) -> Embedder:
+    from vpr_ros.runtime.tensorrt_platform import (UnsupportedTensorRT, cuda_device_index,
+                                                   tensorrt_platform)
 
     try:
-        tensorrt_platform()
+        device_index = cuda_device_index(device)
+    except ValueError as err:
+        raise BackendUnavailable(str(err)) from err
+    try:
+        tensorrt_platform(device_index)
     except ImportError as err:
         raise BackendUnavailable(f"import failed: {err}") from err
+    except UnsupportedTensorRT as err:
+        raise BackendUnavailable(str(err)) from err
     except Exception as err:  # pycuda raises its own error types when no driver/GPU is present
-        raise BackendUnavailable(f"no usable CUDA GPU: {err}") from err
+        raise BackendUnavailable(f"no usable CUDA GPU: {type(err).__name__}: {err}") from err
     from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
 
     if src.engine is not None:
-        return TensorRTEmbedder(src.engine, batch_size=batch_size,
-                                expected_fingerprint=src.fingerprint)
+        return TensorRTEmbedder(src.engine, batch_size=batch_size, device_index=device_index,
+                                expected_fingerprint=src.fingerprint, precision=precision)
     return TensorRTEmbedder.from_onnx(src.onnx_path(), precision=precision, batch_size=batch_size,
+                                      device_index=device_index,
                                       expected_fingerprint=src.fingerprint)
 
 
@@ -151,14 +160,15 @@ def select_auto(src: _Sources, **kwargs) -> Tuple[Embedder, List[Tuple[str, str]
 
 def create_embedder(model=None, backend: str = "auto", checkpoint=None, onnx=None, engine=None,
                     batch_size: int = 4, threads: Optional[int] = None,
-                    device: Optional[str] = None, precision: str = "fp16") -> Embedder:
+                    device: Optional[str] = None, precision: str = "auto") -> Embedder:
     """The embedder for `backend` ("auto", "tensorrt", "onnxruntime" or "torch").
 
     model: an in-memory VPRModel (torch backend, fingerprint checks); checkpoint: its `.pt`
     file (or an `.onnx` / `.engine` file); onnx / engine: explicit deployment files;
-    threads: CPU threads (torch, ONNX Runtime); device: torch device (default: CUDA if present);
-    precision: TensorRT engine precision when one has to be built ("fp16", "fp32", "int8"
-    needs calibration images, see `vpr-ros build-engine`).
+    threads: CPU threads (torch, ONNX Runtime); device: torch device (default: CUDA if present;
+    "cuda:N" also picks TensorRT's GPU); precision: TensorRT engine precision, "auto" loads any
+    cached engine of the model for this GPU and builds DEFAULT_PRECISION when there is none
+    ("int8" needs calibration images, see `vpr-ros build-engine`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")

@@ -17,6 +17,8 @@ from vpr_ros.io.atomic import atomic_write_bytes, atomic_write_text
 
 RECORD_SUFFIX = ".json"
 PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp16"      # what build-engine and the runtime build: fast on every Jetson
+RUNTIME_PRECISIONS = ("auto",) + PRECISIONS    # auto: load any cached engine of the model
 Shape = Tuple[int, int, int, int]
 
 
@@ -131,29 +133,20 @@ def load_engine(engine_path, tensorrt_version: str, gpu_name: str,
     return data, key, info
 
 
-def find_cached_engine(onnx_path, onnx_sha256: str, tensorrt_version: str, gpu_name: str,
-                       precision: str) -> Optional[Path]:
-    """The newest engine beside `onnx_path` built from this ONNX content, on this TensorRT and
-    GPU, at `precision` (any shape profile); None when there is none."""
+def find_cached_engine(onnx_path, fingerprint: str, tensorrt_version: str, gpu_name: str,
+                       precision: Optional[str] = None) -> Optional[Path]:
+    """The newest engine beside `onnx_path` of model `fingerprint`, built on this TensorRT and
+    GPU, at `precision` (None: any precision; any shape profile); None when there is none."""
     onnx_path = Path(onnx_path)
     matches = []
     for engine in onnx_path.parent.glob(f"{onnx_path.stem}.*.engine"):
         try:
-            key = _key_from_dict(json.loads(record_path(engine).read_text())["key"])
+            record = json.loads(record_path(engine).read_text())
+            key = _key_from_dict(record["key"])
+            model = record["model"]["fingerprint"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if (key.onnx_sha256, key.tensorrt_version, key.gpu_name, key.precision) == (
-                onnx_sha256, tensorrt_version, gpu_name, precision):
+        same_platform = (key.tensorrt_version, key.gpu_name) == (tensorrt_version, gpu_name)
+        if model == fingerprint and same_platform and precision in (None, key.precision):
             matches.append(engine)
     return max(matches, key=lambda path: path.stat().st_mtime_ns, default=None)
-
-
-def tensorrt_platform() -> Tuple[str, str]:
-    """(TensorRT version, name of CUDA device 0) of this machine; ImportError without them."""
-    import pycuda.driver as cuda
-    import tensorrt as trt
-
-    cuda.init()
-    if cuda.Device.count() < 1:
-        raise RuntimeError("no CUDA GPU visible (cuda.Device.count() == 0)")
-    return trt.__version__, cuda.Device(0).name()

@@ -24,7 +24,7 @@ class TensorRTEmbedder(Embedder):
     backend = "tensorrt"
 
     def __init__(self, engine_path, batch_size: Optional[int] = None, device_index: int = 0,
-                 expected_fingerprint: Optional[str] = None):
+                 expected_fingerprint: Optional[str] = None, precision: str = "auto"):
         import pycuda.driver as cuda
         import tensorrt as trt
 
@@ -36,6 +36,10 @@ class TensorRTEmbedder(Embedder):
         if expected_fingerprint and info.fingerprint != expected_fingerprint:
             raise ValueError(f"{self.engine_path} was built from model {info.fingerprint}, not "
                              f"{expected_fingerprint}; rebuild it from the current ONNX export")
+        if precision not in ("auto", key.precision):
+            raise ValueError(f"{self.engine_path} is a {key.precision} engine, {precision} was "
+                             f"asked for; build one with `vpr-ros build-engine --precision "
+                             f"{precision}` or ask for engine precision auto")
         self.profile: ShapeProfile = key.profile
         max_batch = self.profile.max[0]
         super().__init__(info.image_long_side, min(batch_size or max_batch, max_batch))
@@ -68,17 +72,23 @@ class TensorRTEmbedder(Embedder):
             self._execution.set_tensor_address(OUTPUT_NAME, int(self._device_out))
         finally:
             self._context.pop()
-        LOG.info("tensorrt embedder: %s engine %s on '%s', dim %d", self.precision,
-                 self.engine_path.name, device.name(), self.dim)
+        self.device = f"cuda:{device_index}"
+        LOG.info("tensorrt embedder: loaded %s engine %s on '%s' (%s), inputs %s..%s, dim %d",
+                 self.precision, self.engine_path, device.name(), self.device, self.profile.min,
+                 self.profile.max, self.dim)
 
     @classmethod
-    def from_onnx(cls, onnx_path, precision: str = "fp16", batch_size: Optional[int] = None,
-                  expected_fingerprint: Optional[str] = None, **build_kwargs):
-        """Build (first time) or reuse the cached engine of `onnx_path`, then load it."""
-        from vpr_ros.export.tensorrt_build import build_engine
+    def from_onnx(cls, onnx_path, precision: str = "auto", batch_size: Optional[int] = None,
+                  device_index: int = 0, expected_fingerprint: Optional[str] = None,
+                  **build_kwargs):
+        """Load a cached engine of `onnx_path`'s model for this GPU at `precision` ("auto": any),
+        building one the first time (see `runtime_engine`)."""
+        from vpr_ros.export.tensorrt_build import runtime_engine
 
-        engine_path = build_engine(onnx_path, precision=precision, **build_kwargs)
-        return cls(engine_path, batch_size=batch_size, expected_fingerprint=expected_fingerprint)
+        engine_path = runtime_engine(onnx_path, precision=precision, device_index=device_index,
+                                     **build_kwargs)
+        return cls(engine_path, batch_size=batch_size, device_index=device_index,
+                   expected_fingerprint=expected_fingerprint, precision=precision)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         shape = tuple(batch.shape)
