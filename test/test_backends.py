@@ -155,6 +155,36 @@ def test_onnxruntime_cuda_reports_a_cpu_only_build(deployed, monkeypatch):
 
 # --- auto with a broken GPU stack (fake tensorrt / pycuda modules) ---------------------------
 
+def test_auto_falls_back_when_the_gpu_stack_raises_its_own_error_type(deployed, monkeypatch,
+                                                                      frames):
+    model, checkpoint, onnx_path = deployed
+    fake_gpu.install(monkeypatch, init_error=fake_gpu.FakeCudaError("cuInit failed: no driver"))
+    embedder, skipped = select_auto(_Sources(model, checkpoint, onnx_path, None), batch_size=2,
+                                    threads=1, device=None, precision="auto")
+    assert embedder.backend == "onnxruntime"
+    assert dict(skipped)["tensorrt"] == ("no usable CUDA GPU: FakeCudaError: cuInit failed: "
+                                         "no driver")
+
+
+def test_auto_falls_back_when_the_first_frame_fails_and_logs_the_reason_once(
+        deployed, monkeypatch, tmp_path, caplog):
+    from vpr_ros.export.tensorrt_build import build_engine
+
+    model, _, onnx_path = deployed
+    local = tmp_path / "model.onnx"
+    local.write_bytes(onnx_path.read_bytes())
+    trt, _ = fake_gpu.install(monkeypatch)
+    build_engine(local, "fp16")                                  # a cached engine loads fine...
+    trt.execute_error = fake_gpu.FakeCudaError("an illegal memory access was encountered")
+    with caplog.at_level(logging.INFO):                          # ...but cannot run a frame
+        embedder = create_embedder(model, "auto", onnx=local, threads=1)
+    assert embedder.backend == "onnxruntime"
+    reasons = [r for r in caplog.records if "illegal memory access" in r.getMessage()]
+    assert len(reasons) == 1 and reasons[0].levelno == logging.WARNING
+    assert "tensorrt: failed: FakeCudaError" in reasons[0].getMessage()
+    assert "using onnxruntime on cpu" in reasons[0].getMessage()
+
+
 def test_auto_skips_an_unsupported_tensorrt_and_a_cpu_device(deployed, monkeypatch):
     model, checkpoint, onnx_path = deployed
     fake_gpu.install(monkeypatch, version="8.6.2")

@@ -1,9 +1,12 @@
 """Backend selection: `torch`, `onnxruntime`, `tensorrt`, or `auto` (the fastest that works here).
 
-`auto` tries, in order: TensorRT (needs tensorrt + pycuda + a GPU; builds and caches the engine
-on first use), ONNX Runtime with CUDA, ONNX Runtime on the CPU, then torch, and logs why each
-skipped one was skipped. The ONNX backends need an ONNX file: pass `onnx=`, give an `.onnx`
-path as the checkpoint, or give a `.pt` checkpoint, which is then exported once into
+`auto` tries, in order: TensorRT (needs tensorrt 10.3+ and pycuda and a GPU; loads a cached
+engine of the model, or builds one on first use), ONNX Runtime with CUDA, ONNX Runtime on the
+CPU, then torch. A backend counts only once it has embedded a first frame; any failure before
+that moves on, and one log line gives the choice and why each skipped one was skipped.
+
+The ONNX backends need an ONNX file: pass `onnx=`, give an `.onnx` path as the checkpoint, or
+give a `.pt` checkpoint, which is then exported once into
 `.vpr_ros_cache/` beside it (file name keyed by the model fingerprint, so retraining never
 reuses a stale export). An in-memory model with no checkpoint is not exported: nothing is
 written to disk behind the caller's back, and `auto` falls back to torch.
@@ -13,7 +16,10 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from vpr_ros.runtime.embedder import Embedder
+from vpr_ros.runtime.preprocess import target_size
 
 LOG = logging.getLogger(__name__)
 
@@ -139,21 +145,30 @@ _CANDIDATES = {
 }
 
 
-def select_auto(src: _Sources, **kwargs) -> Tuple[Embedder, List[Tuple[str, str]]]:
-    """The first backend of AUTO_ORDER that starts, and (name, reason) for each one skipped.
+def probe_image(long_side: int) -> np.ndarray:
+    """A mid-grey 4:3 frame at the embedder's input size: the first frame `auto` runs."""
+    height, width = target_size(3, 4, long_side)
+    return np.full((height, width, 3), 128, np.uint8)
 
-    A backend that is merely unavailable is skipped quietly (INFO); one that fails on a broken
-    file (corrupt ONNX or engine) is skipped with a WARNING, since that needs fixing.
+
+def select_auto(src: _Sources, **kwargs) -> Tuple[Embedder, List[Tuple[str, str]]]:
+    """The first backend of AUTO_ORDER that starts and embeds a first frame, and (name, reason)
+    for each one skipped.
+
+    A backend is skipped on any failure (missing package, no GPU, broken file, or an error of the
+    GPU stack's own types, which are neither ValueError nor RuntimeError); reasons of backends
+    that are merely unavailable start with no "failed:".
     """
     skipped: List[Tuple[str, str]] = []
     for name in AUTO_ORDER:
         try:
-            return _CANDIDATES[name](src, **kwargs), skipped
+            embedder = _CANDIDATES[name](src, **kwargs)
+            embedder.embed([probe_image(embedder.long_side)])
+            return embedder, skipped
         except BackendUnavailable as err:
             skipped.append((name, str(err)))
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            LOG.warning("backend %s failed: %s", name, err)
-            skipped.append((name, f"failed: {err}"))
+        except Exception as err:  # any failure (GPU stacks raise their own types): move on
+            skipped.append((name, f"failed: {type(err).__name__}: {err}"))
     reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
     raise ValueError(f"no embedding backend works here ({reasons})")
 
@@ -177,7 +192,9 @@ def create_embedder(model=None, backend: str = "auto", checkpoint=None, onnx=Non
     if backend == "auto":
         embedder, skipped = select_auto(src, **kwargs)
         detail = "; ".join(f"{name}: {reason}" for name, reason in skipped) or "nothing skipped"
-        LOG.info("backend auto: using %s (%s)", _describe(embedder), detail)
+        failed = any(reason.startswith("failed:") for _, reason in skipped)
+        LOG.log(logging.WARNING if failed else logging.INFO, "backend auto: using %s (%s)",
+                _describe(embedder), detail)
         return embedder
     name = {"onnxruntime": "onnxruntime-cpu"}.get(backend, backend)
     if backend == "onnxruntime" and device == "cuda":
