@@ -312,6 +312,32 @@ def test_engine_setup_explains_missing_model_map_and_model_mismatch(day_left_map
         build_engine(NodeSettings(map_path=str(day_left_map)), EngineConfig(), embedder=OtherModel())
 
 
+def test_engine_setup_passes_the_gpu_parameters_to_the_embedder_and_the_map(monkeypatch,
+                                                                             day_left_map):
+    from vpr_ros.mapping import gpu_available
+    from vpr_ros.ros import engine_setup
+
+    asked = {}
+
+    def fake_load_embedder(model, **kwargs):
+        asked.update(model=model, **kwargs)
+        return PixelEmbedder()
+
+    monkeypatch.setattr(engine_setup, "load_embedder", fake_load_embedder)
+    settings = NodeSettings(model="/m/model.pt", backend="tensorrt", engine_precision="int8",
+                            engine_path="/m/model.int8.engine", map_path=str(day_left_map))
+    build_engine(settings, EngineConfig())
+    assert asked == {"model": "/m/model.pt", "backend": "tensorrt", "precision": "int8",
+                     "engine": "/m/model.int8.engine"}
+    build_engine(NodeSettings(model="/m/model.pt", map_path=str(day_left_map)), EngineConfig())
+    assert (asked["engine"], asked["precision"]) == (None, "auto")
+    if gpu_available():
+        pytest.skip("faiss sees a GPU here: map_use_gpu would succeed")
+    with pytest.raises(ValueError, match="GPU index was requested"):
+        build_engine(NodeSettings(model="/m/model.pt", map_path=str(day_left_map),
+                                  map_use_gpu=True), EngineConfig())
+
+
 # --- the rclpy node end to end (needs a sourced ROS 2 Humble/Jazzy) -------------------------
 
 ROS_SKIP_REASON = ("rclpy (ROS 2) is not installed here; source ROS 2 Humble or Jazzy to run the "

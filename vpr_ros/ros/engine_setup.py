@@ -19,7 +19,8 @@ def open_map(settings: NodeSettings, config: EngineConfig, embedder) -> Keyframe
     """The map to localize against or to extend."""
     path = Path(settings.map_path) if settings.map_path else None
     if path is not None and path.exists():
-        return KeyframeMap.load(path, expected_fingerprint=embedder.fingerprint)
+        return KeyframeMap.load(path, expected_fingerprint=embedder.fingerprint,
+                                use_gpu=settings.map_use_gpu)
     if config.mode == "localization":
         where = f"no map at map_path '{settings.map_path}'" if path else "map_path is empty"
         raise FileNotFoundError(f"localization mode needs a prior map, but {where}; build one "
@@ -27,7 +28,7 @@ def open_map(settings: NodeSettings, config: EngineConfig, embedder) -> Keyframe
                                 f"mapping mode")
     LOG.info("starting a new map%s", f" (saved to {path})" if path else " (map_path empty: "
              "it cannot be saved until map_path is set)")
-    return KeyframeMap.create(embedder.dim, embedder.fingerprint)
+    return KeyframeMap.create(embedder.dim, embedder.fingerprint, use_gpu=settings.map_use_gpu)
 
 
 def build_engine(settings: NodeSettings, config: EngineConfig, embedder=None) -> LocalizationEngine:
@@ -36,5 +37,7 @@ def build_engine(settings: NodeSettings, config: EngineConfig, embedder=None) ->
         if not settings.model:
             raise ValueError("parameter 'model' is empty: pass a checkpoint, e.g. "
                              "ros2 launch vpr_ros localize.launch.py model:=/path/to/model.pt")
-        embedder = load_embedder(settings.model, backend=settings.backend)
+        embedder = load_embedder(settings.model, backend=settings.backend,
+                                 engine=settings.engine_path or None,
+                                 precision=settings.engine_precision)
     return LocalizationEngine(open_map(settings, config, embedder), embedder, config)

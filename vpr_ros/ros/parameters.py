@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 from vpr_ros.localization.config import MODES, RERANK_METHODS, EngineConfig
 from vpr_ros.localization.verification import FEATURE_TYPES
 from vpr_ros.runtime.backends import BACKENDS
+from vpr_ros.runtime.engine_cache import RUNTIME_PRECISIONS
 
 DAY_S = 86400.0
 
@@ -38,9 +39,18 @@ class NodeSettings:
         "model checkpoint (.pt) or exported ONNX file; required"))
     backend: str = field(default="auto", metadata=_describe(
         "embedding backend; auto picks the fastest one that works here", choices=BACKENDS))
+    engine_precision: str = field(default="auto", metadata=_describe(
+        "TensorRT engine precision; auto loads any cached engine of the model for this GPU (and "
+        "builds fp16 when there is none), the others require that precision",
+        choices=RUNTIME_PRECISIONS))
+    engine_path: str = field(default="", metadata=_describe(
+        "prebuilt TensorRT engine from `vpr-ros build-engine` (backend tensorrt or auto); empty: "
+        "the engine cached beside the model's ONNX export"))
     map_path: str = field(default="", metadata=_describe(
         "keyframe map directory: loaded at start-up when it exists (required in localization "
         "mode); in mapping mode a new map is started and written here by ~/save_map"))
+    map_use_gpu: bool = field(default=False, metadata=_describe(
+        "search the keyframe map with FAISS on GPU 0 (needs faiss-gpu)"))
     save_map_on_shutdown: bool = field(default=False, metadata=_describe(
         "save the map to map_path when the node shuts down, if keyframes were added"))
     use_compressed: bool = field(default=False, metadata=_describe(
