@@ -8,7 +8,7 @@ load on a shared machine) and the ONNX Runtime / torch speed ratio.
 
     python bench/embedding_speed.py                       # default model, 640×480 and 320×240
     python bench/embedding_speed.py --whitening-dim 4096  # with PCA-whitening (random projection)
-    python bench/embedding_speed.py --feature-block 10 --sizes 640x480
+    python bench/embedding_speed.py --backbone efficientnet_lite0 --feature-block 15 --sizes 320x240
     python bench/embedding_speed.py --int8 --calib DIR    # + ONNX Runtime static INT8 (QDQ)
     python bench/embedding_speed.py --int8 --gardens-point ../shared/datasets/gardens_point
 
@@ -53,9 +53,11 @@ def build_bench_model(long_side: int, args):
     import torch
 
     torch.manual_seed(0)
-    backbone_kwargs = {"feature_block": args.feature_block} if args.feature_block else {}
-    config = ModelConfig(image_long_side=long_side, num_clusters=args.clusters,
-                         backbone_kwargs=backbone_kwargs)
+    config = ModelConfig(image_long_side=long_side, num_clusters=args.clusters)
+    if args.backbone:
+        config.backbone = args.backbone
+    if args.feature_block is not None:
+        config.backbone_kwargs = {"feature_block": args.feature_block}
     if args.gardens_point:
         from vpr_ros.model.clustering import build_offtheshelf_model
 
@@ -220,10 +222,14 @@ def main(argv=None) -> int:
     parser.add_argument("--calib", help="image folder for --int8 calibration (default: frames)")
     parser.add_argument("--gardens-point", help="Gardens Point folder: real NetVLAD centers and "
                                                 "day_right → night_right Recall@1/5 per variant")
-    parser.add_argument("--feature-block", type=int, help="EfficientNet-Lite0 block (default 15)")
+    parser.add_argument("--backbone", help="backbone name (default: ModelConfig's)")
+    parser.add_argument("--feature-block", type=int,
+                        help="cut-off block (default: ModelConfig's; needed with --backbone)")
     parser.add_argument("--clusters", type=int, default=64)
     parser.add_argument("--whitening-dim", type=int, help="add PCA-whitening to this dim")
     args = parser.parse_args(argv)
+    if args.backbone and args.feature_block is None:
+        parser.error("--backbone needs --feature-block (block numbers differ per backbone)")
 
     print(f"cpu cores {os.cpu_count()}, threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.1f} (other processes skew wall times; CPU ms/frame less so)")

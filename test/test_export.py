@@ -18,10 +18,10 @@ from vpr_ros.runtime.embedder import TorchEmbedder  # noqa: E402
 from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder, create_session  # noqa: E402
 
 
-def tiny_model(whitening_dim=24):
-    """Pretrained Lite0 cut at block 5 (40 ch), K=8, random NetVLAD, PCA-whitening to 24."""
+def tiny_model(backbone="efficientnet_lite0", whitening_dim=24):
+    """Pretrained Lite cut at block 5 (40/48 ch), K=8, random NetVLAD, PCA-whitening to 24."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(image_long_side=128, num_clusters=8,
+    model = build_model(ModelConfig(backbone=backbone, image_long_side=128, num_clusters=8,
                                     backbone_kwargs={"feature_block": 5}))
     rng = np.random.default_rng(0)
     projection = rng.standard_normal((whitening_dim, model.netvlad.output_dim)).astype(np.float32)
@@ -30,9 +30,9 @@ def tiny_model(whitening_dim=24):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = tiny_model()
+@pytest.fixture(scope="module", params=["efficientnet_lite0", "efficientnet_lite2"])
+def exported(request, tmp_path_factory):
+    model = tiny_model(request.param)
     path = tmp_path_factory.mktemp("export") / "tiny.onnx"
     info = export_onnx(model, path)
     return model, path, info
