@@ -1,13 +1,14 @@
 """`vpr-ros build-map`: embed every N-th frame of a folder, video or rosbag2 into a keyframe map.
 
 An existing map directory is extended with a new session (a night drive added to a day map);
-the map is saved atomically once all frames are in.
+the map is saved atomically once all frames are in. With a trajectory (TUM file, bag pose
+topic or TF) each keyframe stores its pose, so the map can relocalize.
 """
 import argparse
-from itertools import islice
 from pathlib import Path
 
-from vpr_ros.io.sources import count_frames, open_source
+from vpr_ros.commands import pose_options
+from vpr_ros.io.sources import count_frames
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
 from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
 from vpr_ros.mapping.builder import add_frames
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-thumbnails", action="store_true", help="do not store keyframe thumbnails")
     parser.add_argument("--batch-size", type=int, default=8, help="frames embedded together (default 8)")
     parser.add_argument("--out", required=True, help="map directory (created, or extended when it exists)")
+    pose_options.add_arguments(parser, "stored with each keyframe")
 
 
 def open_or_create_map(out: Path, embedder, index_kind) -> KeyframeMap:
@@ -53,7 +55,7 @@ def run(args) -> int:
     if session in kf_map.sessions:
         raise ValueError(f"map {out} already has a session {session!r}; pick another --session")
     verifier = GeometricVerifier(args.verification) if args.verification != "none" else None
-    frames = islice(open_source(args.source, args.topic), 0, None, args.every)
+    frames, poses = pose_options.open_frames(args, every=args.every)
     total = -(-count_frames(args.source, args.topic) // args.every)
     ids, skipped = add_frames(kf_map, embedder, frames, session, args.condition,
                               thumbnails=not args.no_thumbnails, verifier=verifier,
@@ -64,4 +66,6 @@ def run(args) -> int:
     kf_map.save(out)
     print(f"map {out}: added {added} keyframes as session {session!r} ({skipped} frames skipped); "
           f"{len(kf_map)} keyframes in {len(kf_map.sessions)} sessions, {kf_map.index_spec.kind} index")
+    if poses is not None:
+        print(poses.summary())
     return 0

@@ -1,4 +1,9 @@
-"""`vpr-ros localize`: replay a folder, video or rosbag2 against a fixed map; one JSON event per frame."""
+"""`vpr-ros localize`: replay a folder, video or rosbag2 against a fixed map; one JSON event per frame.
+
+When the queries come with a trajectory (TUM file, bag pose topic or TF), the accepted
+relocalizations are scored against it: translation error and 2-sigma coverage of the
+published covariance (`vpr_ros.evaluation.metric`), printed and written as JSON.
+"""
 import argparse
 import json
 from collections import Counter
@@ -7,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vpr_ros.io.atomic import atomic_path
-from vpr_ros.io.sources import count_frames, open_source
+from vpr_ros.commands import pose_options
+from vpr_ros.evaluation.metric import AXES, UNITS, evaluate_positions
+from vpr_ros.io.atomic import atomic_path, atomic_write_text
+from vpr_ros.io.sources import count_frames
 from vpr_ros.localization import EngineConfig, LocalizationEngine, replay
 from vpr_ros.mapping import KeyframeMap
 from vpr_ros.runtime.embedder import load_embedder
@@ -23,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="engine YAML (EngineConfig fields, optionally under `engine:`)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames embedded together (default 8)")
     parser.add_argument("--out", required=True, help="events file (JSON lines, written atomically)")
+    pose_options.add_arguments(parser, "the true poses the relocalizations are scored against")
+    parser.add_argument("--metrics", help="metric report (JSON) when the queries have poses "
+                                          "(default: beside --out, <name>.metric.json)")
+    parser.add_argument("--pose-unit", choices=tuple(UNITS), default="m",
+                        help="unit of the trajectory coordinates in the report: m, or place (an "
+                             "along-track place index, e.g. the frame number)")
+    parser.add_argument("--error-axes", choices=tuple(AXES), default="xyz",
+                        help="position axes the error and coverage are computed on (default xyz)")
 
 
 def load_config(path) -> EngineConfig:
@@ -48,15 +63,46 @@ def run(args) -> int:
         raise ValueError(f"the engine config asks for verification but map {args.map} has no local "
                          f"features; rebuild it with `vpr-ros build-map --verification orb`")
     engine = LocalizationEngine(kf_map, embedder, config)
-    frames = open_source(args.source, args.topic)
+    frames, poses = pose_options.open_frames(args)
+    truth = {}
     events = []
     with atomic_path(Path(args.out)) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        progress = tqdm(replay(engine, frames, args.batch_size), total=count_frames(args.source, args.topic),
-                        desc="localize", unit="frame")
+        progress = tqdm(replay(engine, _remember_poses(frames, truth), args.batch_size),
+                        total=count_frames(args.source, args.topic), desc="localize", unit="frame")
         for decision in progress:
             event = decision.to_dict()
             handle.write(json.dumps(event) + "\n")
-            events.append({k: event[k] for k in ("status", "reason", "latency_ms")})
+            events.append({k: event.get(k) for k in ("status", "reason", "latency_ms", "frame_index",
+                                                      "pose", "covariance")})
     print(summarize(events))
     print(f"wrote {args.out}")
+    if poses is not None:
+        print(poses.summary())
+        report = metric_report(events, truth, args.pose_unit, args.error_axes)
+        print(report["summary"])
+        metrics = Path(args.metrics) if args.metrics else Path(args.out).with_suffix(".metric.json")
+        atomic_write_text(metrics, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {metrics}")
     return 0
+
+
+def _remember_poses(frames, truth: dict):
+    """The frames unchanged; `truth[frame.index]` keeps each one's true pose (or None)."""
+    for frame in frames:
+        truth[frame.index] = frame.pose
+        yield frame
+
+
+def metric_report(events, truth: dict, unit: str, axes: str) -> dict:
+    """Translation error and 2-sigma coverage of the accepted events against the true poses."""
+    accepted = [e for e in events if e["status"] == "accepted" and e["pose"] is not None]
+    scored = [e for e in accepted if truth.get(e["frame_index"]) is not None]
+    report = evaluate_positions([e["pose"][:3] for e in scored],
+                                [truth[e["frame_index"]][:3] for e in scored],
+                                [e["covariance"] for e in scored], axes=axes, unit=unit)
+    counts = {"frames": len(events), "frames_with_true_pose": sum(p is not None for p in truth.values()),
+              "accepted_with_pose": len(accepted), "accepted_without_true_pose": len(accepted) - len(scored)}
+    summary = report.summary()
+    if counts["accepted_without_true_pose"]:
+        summary += f" ({counts['accepted_without_true_pose']} accepted frames have no true pose, not scored)"
+    return {**counts, **report.to_dict(), "summary": summary}

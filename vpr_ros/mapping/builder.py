@@ -19,8 +19,8 @@ def add_frames(kf_map: KeyframeMap, embedder, frames: Iterable, session: str, co
     """Add every usable frame as a keyframe of `session`; returns (new keyframe ids, skipped count).
 
     Unusable frames (empty, garbled) are skipped with a warning; the rest are embedded
-    `batch_size` at a time. `verifier` (a GeometricVerifier) stores local features for
-    verification at localization time.
+    `batch_size` at a time and keep their `pose` (None when the frame has none). `verifier`
+    (a GeometricVerifier) stores local features for verification at localization time.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -44,7 +44,7 @@ def add_frames(kf_map: KeyframeMap, embedder, frames: Iterable, session: str, co
             if not usable:
                 continue
             descriptors = embedder.embed([f.image for f in usable])
-            records = [Keyframe(session, f.stamp, f.frame_id, condition=condition,
+            records = [Keyframe(session, f.stamp, f.frame_id, pose=f.pose, condition=condition,
                                 thumbnail=encode_thumbnail(f.image) if thumbnails else None,
                                 features=verifier.extract(f.image) if verifier else None)
                        for f in usable]
