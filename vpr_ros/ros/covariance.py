@@ -1,9 +1,12 @@
-"""Covariance of a relocalization pose from the engine's match confidence.
+"""Covariance of a relocalization pose: the engine's own, or one from the match confidence.
 
-A relocalization reports the pose of the matched keyframe, so its error is the distance from
-the robot to that keyframe (about the keyframe spacing when the match is right) plus the risk
-that the match is wrong. The standard deviation therefore grows as the confidence c in [0, 1]
-falls:
+The engine estimates the pose and its covariance from the evidence of the match
+(`vpr_ros.localization.pose_estimate`: spread of the supporting keyframes, keyframe spacing,
+confidence); `message_covariance` checks that 6x6 matrix and flattens it for the message.
+`pose_covariance` is the older model, for decisions that carry no covariance: a
+relocalization reports the pose of the matched keyframe, so its error is the distance from the
+robot to that keyframe (about the keyframe spacing when the match is right) plus the risk that
+the match is wrong. The standard deviation therefore grows as the confidence c in [0, 1] falls:
 
     sigma(c) = sigma_at_full_confidence * min(1 / c, max_scale)      (c <= 0 -> max_scale)
 
@@ -13,7 +16,23 @@ non-finite covariances). Position axes share one sigma, rotation axes another; t
 diagonal, row-major 6x6 over (x, y, z, rot_x, rot_y, rot_z) as in
 geometry_msgs/PoseWithCovariance.
 """
-from typing import List
+from typing import List, Sequence
+
+import numpy as np
+
+
+def message_covariance(covariance: Sequence[Sequence[float]]) -> List[float]:
+    """A 6x6 pose covariance (x, y, z, rot_x, rot_y, rot_z) as the message's 36 row-major floats.
+
+    Refuses what a filter would choke on: not 6x6, non-finite, not symmetric, or a negative
+    variance.
+    """
+    matrix = np.asarray(covariance, dtype=np.float64)
+    if matrix.shape != (6, 6) or not np.all(np.isfinite(matrix)):
+        raise ValueError(f"a pose covariance must be 6x6 finite numbers, got shape {matrix.shape}")
+    if not np.allclose(matrix, matrix.T, rtol=1e-9, atol=1e-12) or np.any(np.diag(matrix) < 0.0):
+        raise ValueError("a pose covariance must be symmetric with non-negative variances")
+    return [float(v) for v in matrix.reshape(-1)]
 
 
 def sigma_scale(confidence: float, max_scale: float) -> float:
