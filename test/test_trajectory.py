@@ -234,3 +234,13 @@ def test_tf_errors_name_the_frames_or_topics_the_bag_has(tmp_path, sample_dir):
     plain = write_bag(tmp_path / "plain", {IMAGE_TOPIC: _image_entries(sample_dir, [1.0])})
     with pytest.raises(ValueError, match=r"has no /tf or /tf_static topic .*its topics: /camera/image_raw/compressed"):
         read_tf_chain(plain, "map", "base_link", 1.0)
+
+
+def test_tf_chain_whose_moving_transforms_never_overlap_is_an_error(tmp_path, sample_dir):
+    tf = [(100.0 + 0.1 * i, tf_message(100.0 + 0.1 * i, [("odom", "base_link", (0.1 * i, 0, 0, *IDENTITY))]))
+          for i in range(5)]
+    tf.append((105.0, tf_message(105.0, [("map", "odom", (0, 0, 0, *IDENTITY))])))
+    bag = write_bag(tmp_path / "bag", {IMAGE_TOPIC: _image_entries(sample_dir, [100.0]), "/tf": tf})
+    with pytest.raises(ValueError, match=r"chain map -> base_link .* never complete: its moving transforms "
+                                         r"\(map -> odom, odom -> base_link\) never overlap within 1 s"):
+        read_tf_chain(bag, "map", "base_link", max_gap_s=1.0)

@@ -155,7 +155,8 @@ def read_tf_chain(bag: Union[str, Path], parent: str, child: str, max_gap_s: flo
     poses = quaternion.compose(quaternion.invert(chain(parent_edges)), chain(child_edges))
     known = np.all(np.isfinite(poses), axis=1)
     if not known.any():
+        edges = ", ".join(f"{tree.parent[frame]} -> {frame}" for frame in moving)
         raise ValueError(f"the TF chain {parent} -> {child} in bag {bag} is never complete: its moving "
-                         f"transforms ({', '.join(moving)}) never overlap within {max_gap_s:g} s")
+                         f"transforms ({edges}) never overlap within {max_gap_s:g} s")
     return Trajectory.from_samples(stamps[known], poses[known], f"{bag} TF {parent} -> {child}",
                                    frame_id=parent)
