@@ -46,7 +46,7 @@ setup(
     entry_points={
         "console_scripts": [
             "vpr-ros = vpr_ros.cli:main",
-            "vpr_node = vpr_ros.ros.node:main",
+            "vpr_node = vpr_ros.ros.entry:main",
             "vpr-train = training.train:main",
         ],
     },

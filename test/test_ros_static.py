@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from vpr_ros.localization.config import EngineConfig
-from vpr_ros.ros.parameters import (ENGINE_PARAMETER_DOCS, NodeSettings, parameter_specs,
+from vpr_ros.ros.parameters import (ENGINE_PARAMETER_DOCS, RUNTIME_PARAMETERS, NodeSettings,
+                                    check_runtime_update, parameter_specs,
                                     settings_from_parameters)
+from vpr_ros.ros.processor import ODOM_TIMEOUT_S, PoseSource, pose_source
 
 REPO = Path(__file__).resolve().parents[1]
 ROS_DIR = REPO / "vpr_ros" / "ros"
@@ -22,8 +24,9 @@ PYTHON_TYPES = {"bool": bool, "integer": int, "double": float, "string": str}
 
 def _yaml_parameters() -> dict:
     document = yaml.safe_load((REPO / "config" / "vpr_node.yaml").read_text(encoding="utf-8"))
-    assert list(document) == ["vpr_node"], "the YAML must hold only the vpr_node section"
-    return document["vpr_node"]["ros__parameters"]
+    assert list(document) == ["/**"], ("the YAML must hold one wildcard section (`/**:`) so a "
+                                       "renamed or namespaced node still reads it")
+    return document["/**"]["ros__parameters"]
 
 
 # --- parameters ----------------------------------------------------------------------------
@@ -68,6 +71,28 @@ def test_parameter_values_become_engine_config_and_node_settings():
     assert (engine.mode, engine.top_k) == ("mapping", 5)
     assert (node.map_path, node.position_sigma) == ("/maps/a", 2.5)
     assert engine.score_threshold == EngineConfig().score_threshold
+
+
+def test_yaml_keeps_the_engine_defaults_where_they_were_measured():
+    values = _yaml_parameters()
+    assert values["rerank"] == EngineConfig().rerank == "none"
+
+
+def test_only_mode_may_change_at_runtime_and_it_is_validated():
+    assert RUNTIME_PARAMETERS == ("mode",)
+    assert check_runtime_update("mode", "mapping") is None
+    assert "must be one of localization, mapping" in check_runtime_update("mode", "slam")
+    assert "must be a string" in check_runtime_update("mode", 1)
+    assert "read once at start-up" in check_runtime_update("top_k", 5)
+    assert check_runtime_update("use_sim_time", True) is None, "rclpy's own parameter"
+
+
+def test_pose_source_per_mode():
+    settings = NodeSettings(map_frame="map", odom_frame="odom", tf_timeout=0.2)
+    assert pose_source(settings, "mapping") == PoseSource("map", 0.2)
+    assert pose_source(settings, "localization") == PoseSource("odom", ODOM_TIMEOUT_S)
+    assert ODOM_TIMEOUT_S == 0.0, "odometry lookups must never block the worker"
+    assert pose_source(NodeSettings(odom_frame=""), "localization") is None
 
 
 @pytest.mark.parametrize("values, message", [
@@ -119,7 +144,7 @@ def test_launch_files_exist_and_are_installed_by_setup_py():
     assert {"localize.launch.py", "build_map.launch.py"} <= names
     setup = (REPO / "setup.py").read_text(encoding="utf-8")
     assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
-    assert '"vpr_node = vpr_ros.ros.node:main"' in setup
+    assert '"vpr_node = vpr_ros.ros.entry:main"' in setup
 
 
 def test_localize_launch_starts_vpr_node_with_the_params_file():

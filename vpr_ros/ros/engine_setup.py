@@ -2,23 +2,34 @@
 
 Localization mode needs an existing map made with the same model (KeyframeMap.load refuses
 another model's map). Mapping mode extends the map at `map_path` when there is one, else starts
-an empty map that `~/save_map` (or shutdown with save_map_on_shutdown) writes there.
+an empty map that `~/save_map` (or shutdown with save_map_on_shutdown) writes there. "There is
+one" is the storage layer's answer (resolve_map_dir), which also finds the previous map a save
+left aside when it crashed between its two renames: a map on disk is extended, never replaced.
 """
 import logging
 from pathlib import Path
 
 from vpr_ros.localization import EngineConfig, LocalizationEngine
 from vpr_ros.mapping import KeyframeMap
+from vpr_ros.mapping.storage import resolve_map_dir
 from vpr_ros.ros.parameters import NodeSettings
 from vpr_ros.runtime.embedder import load_embedder
 
 LOG = logging.getLogger(__name__)
 
 
+def _map_on_disk(path: Path) -> bool:
+    try:
+        resolve_map_dir(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def open_map(settings: NodeSettings, config: EngineConfig, embedder) -> KeyframeMap:
     """The map to localize against or to extend."""
     path = Path(settings.map_path) if settings.map_path else None
-    if path is not None and path.exists():
+    if path is not None and _map_on_disk(path):
         return KeyframeMap.load(path, expected_fingerprint=embedder.fingerprint,
                                 use_gpu=settings.map_use_gpu)
     if config.mode == "localization":

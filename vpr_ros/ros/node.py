@@ -1,11 +1,15 @@
 """`vpr_node`: relocalization and loop-closure candidates for a camera stream (rclpy).
 
 Threading: the subscription callback only stores the newest message in a one-slot
-LatestOnlyBuffer; a dedicated worker thread takes it, looks up the robot pose in TF, runs the
-engine and publishes. The executor stays single-threaded (`rclpy.spin`), so subscriptions, TF,
-services and the diagnostics timer are never blocked by a ~100 ms embedding and need no
-callback-group reasoning; the worker wakes on a condition variable (no polling timer, no added
-latency). Engine access from services and from the worker is serialized by FrameProcessor's lock.
+LatestOnlyBuffer; a dedicated worker thread takes it, decodes it, looks up the robot pose in TF
+(only for a usable frame, only in the modes that need one), runs the engine and publishes. The
+node spins in a MultiThreadedExecutor; `~/save_map` has its own mutually exclusive callback
+group, so a long save occupies one executor thread while subscriptions, TF, timers and the other
+services go on. `~/reset` and mode changes never wait for the engine: FrameProcessor applies
+them before the next frame.
+
+`mode` is the one place the mode lives: a writable parameter, validated in the set-parameters
+callback, which `~/set_mapping_mode` also sets.
 
 Everything that is not a ROS call lives in ROS-free modules of this package (parameters,
 processor, covariance, diagnostics, conversions) and is unit tested without rclpy.
@@ -18,11 +22,14 @@ import rclpy
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
@@ -38,18 +45,22 @@ from vpr_ros.ros.conversions import (fill_diagnostic_status, fill_pose_with_cova
 from vpr_ros.ros.diagnostics import NodeStatistics
 from vpr_ros.ros.engine_setup import build_engine
 from vpr_ros.ros.latest_buffer import LatestOnlyBuffer
-from vpr_ros.ros.parameters import ParameterSpec, parameter_specs, settings_from_parameters
-from vpr_ros.ros.processor import FrameProcessor
+from vpr_ros.ros.parameters import (RUNTIME_PARAMETERS, ParameterSpec, check_runtime_update,
+                                    parameter_specs, settings_from_parameters)
+from vpr_ros.ros.processor import FrameProcessor, pose_source
 
 NODE_NAME = "vpr_node"
 EVENT_QUEUE_DEPTH = 100
 WORKER_JOIN_TIMEOUT_S = 10.0
 LOG_THROTTLE_S = 5.0
+EXECUTOR_THREADS = 3
+"""A map save, the default callback group (images, timer, services) and TF, side by side."""
 
 
 def parameter_descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    """Description, range or choices of one parameter; read-only (read once at start-up)."""
-    descriptor = ParameterDescriptor(description=spec.description, read_only=True)
+    """Description, range or choices of one parameter; read-only unless it is a runtime one."""
+    descriptor = ParameterDescriptor(description=spec.description,
+                                     read_only=spec.name not in RUNTIME_PARAMETERS)
     if spec.choices:
         descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.minimum is not None and spec.type_name == "integer":
@@ -80,15 +91,18 @@ class VprNode(Node):
         self._buffer = LatestOnlyBuffer()
 
         self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
+        self._tf_listener = None
+        self._ensure_tf_listener(self._processor.mode)
         self._relocalization_pub = self.create_publisher(
             PoseWithCovarianceStamped, "~/relocalization", 10)
         self._events_pub = self.create_publisher(String, "~/loop_closures", EVENT_QUEUE_DEPTH)
         self._match_image_pub = self.create_publisher(Image, "~/match_image", 1)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.create_service(Trigger, "~/save_map", self._on_save_map,
+                            callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(SetBool, "~/set_mapping_mode", self._on_set_mapping_mode)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         self._subscription = self.create_subscription(
             msg_type, topic, self._on_image, qos_profile_sensor_data)
@@ -98,6 +112,11 @@ class VprNode(Node):
         self.get_logger().info(
             f"{self._processor.mode} mode, {self._processor.map_size} keyframes, listening on "
             f"{topic} ({msg_type.__name__}, sensor-data QoS)")
+
+    def _ensure_tf_listener(self, mode: str) -> None:
+        """Subscribe to /tf and /tf_static the first time a mode needs a robot pose."""
+        if self._tf_listener is None and pose_source(self.settings, mode) is not None:
+            self._tf_listener = TransformListener(self._tf_buffer, self)
 
     def _on_image(self, msg) -> None:
         """Subscription callback: hand the newest message to the worker, nothing else."""
@@ -112,8 +131,9 @@ class VprNode(Node):
                 return
             msg, index, received_at = item
             try:
-                outcome = self._processor.process(msg, index, received_at,
-                                                  pose=self._robot_pose(msg))
+                outcome = self._processor.process(
+                    msg, index, received_at,
+                    lookup_pose=lambda mode: self._robot_pose(msg.header.stamp, mode))
                 if outcome.error:
                     self.get_logger().warning(f"frame {index} rejected: {outcome.error}",
                                               throttle_duration_sec=LOG_THROTTLE_S)
@@ -123,18 +143,20 @@ class VprNode(Node):
                 self.get_logger().error(f"frame {index} not handled: {type(err).__name__}: {err}",
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _robot_pose(self, msg):
-        """map_frame <- base_frame at the image stamp, only needed to place new keyframes."""
-        if self._processor.mode != "mapping":
+    def _robot_pose(self, stamp, mode: str):
+        """base_frame in the mode's fixed frame at the image stamp (see pose_source), or None."""
+        source = pose_source(self.settings, mode)
+        if source is None:
             return None
         try:
             transform = self._tf_buffer.lookup_transform(
-                self.settings.map_frame, self.settings.base_frame, Time.from_msg(msg.header.stamp),
-                timeout=Duration(seconds=self.settings.tf_timeout))
+                source.parent_frame, self.settings.base_frame, Time.from_msg(stamp),
+                timeout=Duration(seconds=source.timeout_s))
         except TransformException as err:
-            self.get_logger().warning(f"no {self.settings.map_frame}->{self.settings.base_frame} "
-                                      f"transform at the image stamp, keyframe stored without "
-                                      f"pose: {err}", throttle_duration_sec=LOG_THROTTLE_S)
+            without = "keyframe stored" if mode == "mapping" else "frame matched"
+            self.get_logger().warning(
+                f"no {source.parent_frame}->{self.settings.base_frame} transform at the image "
+                f"stamp, {without} without pose: {err}", throttle_duration_sec=LOG_THROTTLE_S)
             return None
         return transform_to_pose(transform)
 
@@ -177,18 +199,29 @@ class VprNode(Node):
 
     def _on_reset(self, request, response):
         self._processor.reset()
-        response.success, response.message = True, "tracking state cleared; the map is unchanged"
+        response.success = True
+        response.message = "tracking state cleared before the next frame; the map is unchanged"
         return response
 
     def _on_set_mapping_mode(self, request, response):
         mode = "mapping" if request.data else "localization"
-        try:
-            self._processor.set_mode(mode)
-        except ValueError as err:
-            response.success, response.message = False, str(err)
-        else:
-            response.success, response.message = True, f"{mode} mode"
+        result = self.set_parameters([Parameter("mode", value=mode)])[0]
+        response.success = result.successful
+        response.message = f"{mode} mode" if result.successful else result.reason
         return response
+
+    def _on_set_parameters(self, parameters):
+        """Validate runtime parameter changes (only `mode`) and apply them."""
+        for parameter in parameters:
+            problem = check_runtime_update(parameter.name, parameter.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        for parameter in parameters:
+            if parameter.name == "mode" and parameter.value != self._processor.mode:
+                self._ensure_tf_listener(parameter.value)
+                self._processor.set_mode(parameter.value)
+                self.get_logger().info(f"{parameter.value} mode from the next frame")
+        return SetParametersResult(successful=True)
 
     def shutdown(self) -> None:
         """Stop the worker after its current frame, then save the map if configured and grown."""
@@ -203,12 +236,15 @@ class VprNode(Node):
 
 
 def main(args=None) -> int:
-    """Console script `vpr_node`; exit code 2 when the configuration cannot be used."""
+    """Run the node (console script `vpr_node`, via vpr_ros.ros.entry); exit code 2 when the
+    configuration cannot be used."""
     rclpy.init(args=args)
     node = None
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     try:
         node = VprNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (FileNotFoundError, ValueError, ParameterException) as err:
         # bad parameters (rclpy refuses e.g. an integer for a double), missing model or map
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
@@ -216,6 +252,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        executor.shutdown()
         if node is not None:
             node.shutdown()
             node.destroy_node()

@@ -59,6 +59,9 @@ class NodeSettings:
         "fixed frame of keyframe poses and of ~/relocalization"))
     base_frame: str = field(default="base_link", metadata=_describe(
         "robot frame whose pose in map_frame is stored with each keyframe added in mapping mode"))
+    odom_frame: str = field(default="odom", metadata=_describe(
+        "localization mode: the odom_frame -> base_frame pose at the image stamp goes to the "
+        "engine with each frame (sequence matching steps by travelled distance); empty: no pose"))
     tf_timeout: float = field(default=0.05, metadata=_describe(
         "seconds to wait for the map_frame -> base_frame transform at the image stamp; the "
         "keyframe is stored without pose when it does not come", 0.0, 1.0))
@@ -82,7 +85,8 @@ class NodeSettings:
 
 ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
     "mode": _describe("localization: match against a fixed map; mapping: also add keyframes "
-                      "(switch at runtime with ~/set_mapping_mode)", choices=MODES),
+                      "(writable at runtime: ros2 param set, or ~/set_mapping_mode)",
+                      choices=MODES),
     "session": _describe("session name stored with keyframes added by this run"),
     "condition": _describe("condition tag stored with added keyframes (day, night, rain...)"),
     "top_k": _describe("map neighbours retrieved per frame", 1, 1000),
@@ -151,6 +155,27 @@ class ParameterSpec:
             raise ValueError(f"parameter {self.name} must be in [{self.minimum}, {self.maximum}], "
                              f"got {value!r}")
         return value
+
+
+RUNTIME_PARAMETERS = ("mode",)
+"""Parameters that may change while the node runs; every other one is read once at start-up."""
+
+
+def check_runtime_update(name: str, value: Any) -> Optional[str]:
+    """Why setting parameter `name` to `value` at runtime is refused, or None when it may be set.
+
+    Names this module does not define (rclpy's own use_sim_time) are not its business: None.
+    """
+    spec = next((s for s in parameter_specs() if s.name == name), None)
+    if spec is None:
+        return None
+    if name not in RUNTIME_PARAMETERS:
+        return f"parameter {name} is read once at start-up; restart the node to change it"
+    try:
+        spec.check(value)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _specs(config_cls: Type, docs: Mapping[str, dict]) -> Tuple[ParameterSpec, ...]:

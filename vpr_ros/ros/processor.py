@@ -1,25 +1,29 @@
 """The worker side of `vpr_node`, ROS-free: message in, engine decision and outputs out.
 
 `FrameProcessor.process` decodes an image message (any object with the sensor_msgs field names,
-so rosbags messages work in tests), runs the engine, and returns what the node publishes. It
-never raises for a bad frame: a garbled image or an engine error comes back as a rejected
-`bad_frame` event with the reason (the engine itself already turns unusable images into such
-events), so one bad frame cannot stop the node. All engine access (process, save, reset, mode switch) goes through one
-lock, because services run on the executor thread while frames are processed on the worker.
+so rosbags messages work in tests), looks up the robot pose only for a usable frame, runs the
+engine, and returns what the node publishes. It never raises for a bad frame: a garbled image or
+an engine error comes back as a rejected `bad_frame` event with the reason, so one bad frame
+cannot stop the node. The engine is used under one lock by the worker (frames) and by a map
+save; a mode switch or a reset is only recorded and applied before the next frame, so the
+executor thread that asks for it never waits for a frame in progress.
 """
 import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import numpy as np
 
 from vpr_ros.io.frames import Frame
 from vpr_ros.io.messages import message_to_rgb, stamp_to_seconds
 from vpr_ros.localization import Decision, LocalizationEngine
+from vpr_ros.localization.config import MODES
 from vpr_ros.localization.decision import REASON_BAD_FRAME
+from vpr_ros.localization.frame_check import frame_problem
+from vpr_ros.mapping.records import Pose
 from vpr_ros.mapping.thumbnail import decode_thumbnail
 from vpr_ros.ros.covariance import pose_covariance
 from vpr_ros.ros.diagnostics import NodeStatistics
@@ -46,6 +50,32 @@ class Outcome:
     error: str = ""
 
 
+ODOM_TIMEOUT_S = 0.0
+"""Localization-mode odometry lookups never wait: a frame whose transform is not there yet goes
+to the engine without a pose rather than late."""
+
+
+class PoseSource(NamedTuple):
+    """Where the pose passed with a frame comes from: TF parent frame -> base_frame."""
+
+    parent_frame: str
+    timeout_s: float
+
+
+def pose_source(settings: NodeSettings, mode: str) -> Optional[PoseSource]:
+    """Mapping: map_frame (poses stored with keyframes); localization: odom_frame (only
+    displacements are used, by sequence matching), or None when odom_frame is empty."""
+    if mode == "mapping":
+        return PoseSource(settings.map_frame, settings.tf_timeout)
+    if settings.odom_frame:
+        return PoseSource(settings.odom_frame, ODOM_TIMEOUT_S)
+    return None
+
+
+PoseLookup = Callable[[str], Optional[Pose]]
+"""Called with the frame's mode, once the frame is decoded and usable: the robot pose or None."""
+
+
 class FrameProcessor:
     """Runs the localization engine on image messages and turns decisions into node outputs."""
 
@@ -56,9 +86,12 @@ class FrameProcessor:
         self._stats = stats
         self._source_name = source_name
         self._lock = threading.Lock()
+        self._mode = engine.config.mode
+        self._reset_requested = False
 
-    def process(self, msg, index: int, received_at: float, pose=None) -> Outcome:
-        """Decode `msg`, run the engine with the robot `pose` (or None), build the outputs."""
+    def process(self, msg, index: int, received_at: float,
+                lookup_pose: Optional[PoseLookup] = None) -> Outcome:
+        """Decode `msg`, look up the pose of a usable frame, run the engine, build the outputs."""
         started_at = time.monotonic()
         stamp = stamp_to_seconds(msg.header.stamp)
         frame_id, name = str(msg.header.frame_id), f"{self._source_name}#{index}"
@@ -66,7 +99,11 @@ class FrameProcessor:
         try:
             image = message_to_rgb(msg)
             frame = Frame(image=image, stamp=stamp, frame_id=frame_id, index=index, name=name)
+            mode = self._mode
+            pose = (lookup_pose(mode) if lookup_pose is not None and frame_problem(image) is None
+                    else None)
             with self._lock:
+                self._apply_requests(mode)
                 decision = self._engine.process(frame, pose=pose)
         except Exception as err:  # a garbled message or an engine failure costs one frame only
             detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
@@ -81,6 +118,14 @@ class FrameProcessor:
                                          keyframe_added=decision.keyframe_added is not None)
         return Outcome(decision, json.dumps(decision.to_dict()), self._relocalization(decision),
                        image, error)
+
+    def _apply_requests(self, mode: str) -> None:
+        """Bring the engine to the requested mode and apply a requested reset (under the lock)."""
+        if self._engine.config.mode != mode:
+            self._engine.set_mode(mode)
+        if self._reset_requested:
+            self._reset_requested = False
+            self._engine.reset()
 
     def _relocalization(self, decision: Decision) -> Optional[Relocalization]:
         if not decision.accepted or decision.pose is None:
@@ -111,17 +156,18 @@ class FrameProcessor:
 
     @property
     def mode(self) -> str:
-        return self._engine.config.mode
+        """The requested mode, which the next frame runs in."""
+        return self._mode
 
     def set_mode(self, mode: str) -> None:
-        """Switch between localization and mapping (EngineConfig validates the name)."""
-        with self._lock:
-            self._engine.set_mode(mode)
+        """Switch between localization and mapping from the next frame on; never waits."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self._mode = mode
 
     def reset(self) -> None:
-        """Forget temporal chains and recently added keyframes; the map is kept."""
-        with self._lock:
-            self._engine.reset()
+        """Forget temporal chains before the next frame (engine.reset); never waits."""
+        self._reset_requested = True
 
     def save_map(self, path: str) -> int:
         """Save the map atomically to `path`; returns its keyframe count."""

@@ -1,0 +1,75 @@
+"""Test helpers: the bundled sample (data/sample) as CompressedImage messages, and a map of it.
+
+Used by the node tests and the launch test, so both run on a fresh clone.
+"""
+import array
+from pathlib import Path
+
+import numpy as np
+from rosbags.typesys import Stores, get_typestore
+
+from vpr_ros.localization import EngineConfig, LocalizationEngine
+from vpr_ros.mapping import KeyframeMap
+from vpr_ros.ros.diagnostics import NodeStatistics
+from vpr_ros.ros.parameters import NodeSettings
+from vpr_ros.ros.processor import FrameProcessor
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+T = get_typestore(Stores.ROS2_HUMBLE).types
+FIRST_STAMP_S = 1_700_000_000
+FRAME_PERIOD_S = 1
+
+
+def sample_messages(count: int, traversal: str = "day_right"):
+    """The first `count` JPEGs of a sample traversal as rosbags CompressedImage messages, one
+    second apart (the JPEG files are the message payloads)."""
+    paths = sorted((SAMPLE_DIR / traversal).glob("*.jpg"))[:count]
+    if len(paths) < count:
+        raise FileNotFoundError(f"{SAMPLE_DIR / traversal} has {len(paths)} JPEGs, {count} needed")
+    return [T["sensor_msgs/msg/CompressedImage"](
+        header=T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=FIRST_STAMP_S + i * FRAME_PERIOD_S,
+                                                   nanosec=0),
+            frame_id="camera"),
+        format="jpeg", data=np.frombuffer(path.read_bytes(), np.uint8))
+        for i, path in enumerate(paths)]
+
+
+def trajectory_pose(i: int):
+    """A made-up TF pose: the robot drives 1 m along x per frame."""
+    return (float(i), 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def processor_for(engine, **settings):
+    """A FrameProcessor with fresh statistics, and those statistics."""
+    stats = NodeStatistics(started_at=0.0)
+    return FrameProcessor(engine, NodeSettings(**settings), stats, "image"), stats
+
+
+def build_map(embedder, messages, path: Path, session: str = "day_right") -> int:
+    """Map `messages` in mapping mode, one keyframe per frame at trajectory_pose(i); save it to
+    `path` and return its keyframe count."""
+    engine = LocalizationEngine(KeyframeMap.create(embedder.dim, embedder.fingerprint), embedder,
+                                EngineConfig(mode="mapping", session=session,
+                                             keyframe_interval_s=0.5))
+    processor, _ = processor_for(engine)
+    for i, msg in enumerate(messages):
+        outcome = processor.process(msg, i, received_at=float(i),
+                                    lookup_pose=lambda mode: trajectory_pose(i))
+        if outcome.decision.keyframe_added != i:
+            raise AssertionError(f"frame {i} did not become keyframe {i}: {outcome.event_json}")
+    return processor.save_map(str(path))
+
+
+def to_rclpy_compressed(msg):
+    """A rosbags CompressedImage as an rclpy sensor_msgs/CompressedImage (needs ROS 2)."""
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+
+    out = CompressedImage()
+    out.header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
+                        frame_id=msg.header.frame_id)
+    out.format = msg.format
+    out.data = array.array("B", bytes(msg.data))
+    return out
