@@ -12,16 +12,16 @@ from vpr_ros.runtime.preprocess import preprocess
 LOG = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def sample_local_features(model: VPRModel, images: Iterable[np.ndarray], per_image: int = 100,
-                          max_features: int = 50_000, seed: int = 0) -> np.ndarray:
-    """Up to `per_image` random local features from each image (NetVLAD: 100 per image, 50k total)."""
+def sample_rows(feature_sets: Iterable[np.ndarray], per_image: int = 100,
+                max_features: int = 50_000, seed: int = 0) -> np.ndarray:
+    """Up to `per_image` random rows of each image's (h·w, D) local features, `max_features` in all.
+
+    Split from `sample_local_features` so benchmarks that already hold the features cluster on
+    exactly the rows the off-the-shelf model would.
+    """
     rng = np.random.default_rng(seed)
-    model.eval()
     chunks, total = [], 0
-    for image in tqdm(images, desc="local features", unit="img", leave=False):
-        x = torch.from_numpy(preprocess(image, model.config.image_long_side))[None]
-        feats = model.local_features(x)[0].flatten(1).T.numpy()          # (h·w, D)
+    for feats in feature_sets:
         take = rng.choice(len(feats), size=min(per_image, len(feats)), replace=False)
         chunks.append(feats[take])
         total += len(take)
@@ -30,6 +30,20 @@ def sample_local_features(model: VPRModel, images: Iterable[np.ndarray], per_ima
     if not chunks:
         raise ValueError("no images to sample local features from")
     return np.concatenate(chunks)[:max_features]
+
+
+@torch.no_grad()
+def sample_local_features(model: VPRModel, images: Iterable[np.ndarray], per_image: int = 100,
+                          max_features: int = 50_000, seed: int = 0) -> np.ndarray:
+    """Up to `per_image` random local features from each image (NetVLAD: 100 per image, 50k total)."""
+    model.eval()
+
+    def feature_sets():
+        for image in tqdm(images, desc="local features", unit="img", leave=False):
+            x = torch.from_numpy(preprocess(image, model.config.image_long_side))[None]
+            yield model.local_features(x)[0].flatten(1).T.numpy()          # (h·w, D)
+
+    return sample_rows(feature_sets(), per_image, max_features, seed)
 
 
 def init_netvlad(model: VPRModel, images: Iterable[np.ndarray], seed: int = 0) -> float:
