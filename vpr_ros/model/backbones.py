@@ -6,6 +6,7 @@ the whole pipeline. Input sides must be multiples of 32 (the total stride): then
 graph stays free of shape arithmetic.
 """
 import importlib
+import inspect
 from functools import partial
 from pathlib import Path
 from typing import List, Optional
@@ -204,6 +205,12 @@ def create_backbone(name: str, weights: Optional[str] = None, pretrained: bool =
     """A backbone by name, with its pretrained weights loaded unless `pretrained` is False."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    try:
+        inspect.signature(BACKBONES[name]).bind(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"backbone {name!r} does not take backbone_kwargs {kwargs} ({err}); "
+                         f"set backbone_kwargs to match it (the default feature_block is for "
+                         f"EfficientNet-Lite)") from err
     backbone = BACKBONES[name](**kwargs)
     if pretrained:
         backbone.load_pretrained(Path(weights) if weights else None)
