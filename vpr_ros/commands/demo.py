@@ -67,12 +67,14 @@ def _model_path(args, map_frames) -> str:
         return args.model
     path = args.out / "model.pt"
     if not path.is_file():
+        from vpr_ros.model import ModelConfig
         from vpr_ros.model.checkpoint import save_checkpoint
         from vpr_ros.model.clustering import build_offtheshelf_model
 
-        print("building the off-the-shelf model (ImageNet EfficientNet-Lite0 + NetVLAD "
-              "clustered on the map images)")
-        save_checkpoint(path, build_offtheshelf_model(f.image for f in map_frames),
+        config = ModelConfig()
+        print(f"building the off-the-shelf model (ImageNet {config.backbone} "
+              f"{config.backbone_kwargs} + NetVLAD clustered on the map images)")
+        save_checkpoint(path, build_offtheshelf_model((f.image for f in map_frames), config),
                         extra={"built_from": "demo map images"})
     return str(path)
 
