@@ -121,6 +121,20 @@ class VectorIndex:
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), dim) stored descriptors (decoded codes for ivfpq) of keyframe `ids`.
+
+        Exact indexes hold keyframe k at position k (ids are assigned in insertion order); an
+        IVF index looks ids up in a hash table it builds on first use and keeps up to date.
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is None:
+            return self.index.index.reconstruct_batch(ids)
+        if ivf.direct_map.type == faiss.DirectMap.NoMap:
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return self.index.reconstruct_batch(ids)
+
     def _search_index(self) -> faiss.Index:
         if not self.use_gpu:
             return self.index

@@ -122,6 +122,15 @@ class KeyframeMap:
         self._keyframes.extend(added)
         return ids
 
+    def descriptors(self, keyframe_ids) -> np.ndarray:
+        """(n, dim) float32 stored descriptors of `keyframe_ids` (for exact re-scoring)."""
+        ids = np.asarray(keyframe_ids, dtype=np.int64).reshape(-1)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
+            raise ValueError(f"keyframe ids must be in 0..{len(self) - 1}")
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return self._index.reconstruct(ids).astype(np.float32, copy=False)
+
     def search(self, descriptors: np.ndarray, k: int,
                exclude_ids: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-k keyframes per query: (scores (M, k) float32 cosine, ids (M, k) int64).
