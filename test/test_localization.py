@@ -70,18 +70,20 @@ def engine(kf_map=None, **overrides) -> LocalizationEngine:
 
 
 def test_true_revisit_is_accepted_after_three_coherent_frames():
-    eng = engine(temporal_consecutive=3)
+    eng = engine(decision="chain", temporal_consecutive=3)
     decisions = [eng.process(frame(p, 1000.0 + i)) for i, p in enumerate([10, 11, 12, 13])]
     assert [d.reason for d in decisions[:2]] == ["temporal_inconsistent"] * 2
     assert decisions[2].accepted and decisions[3].accepted
     assert decisions[2].best.keyframe_id == 12 and decisions[2].temporal_count == 3
-    assert decisions[2].pose == (12.0, 0, 0, 0, 0, 0, 1)
+    assert decisions[2].pose[0] == pytest.approx(12.0, abs=0.5)      # mean-shift over the candidates
+    assert decisions[2].pose[3:] == (0, 0, 0, 1)                       # orientation of the keyframe
+    assert np.all(np.linalg.eigvalsh(np.array(decisions[2].covariance)) > 0)
     assert 0.0 < decisions[2].confidence <= 1.0
 
 
 def test_one_frame_fluke_is_rejected():
     kf_map = route_map()
-    eng = engine(kf_map, temporal_consecutive=3)
+    eng = engine(kf_map, decision="chain", temporal_consecutive=3)
     unseen = [frame(100 + i, 1000.0 + i) for i in range(6)]
     unseen[3] = frame(20, 1003.0)
     decisions = [eng.process(f) for f in unseen]
@@ -91,13 +93,13 @@ def test_one_frame_fluke_is_rejected():
 
 
 def test_matches_jumping_across_the_map_are_not_coherent():
-    eng = engine(temporal_consecutive=3)
+    eng = engine(decision="chain", temporal_consecutive=3)
     decisions = [eng.process(frame(p, 1000.0 + i)) for i, p in enumerate([5, 25, 12, 2])]
     assert all(d.reason == "temporal_inconsistent" for d in decisions)
 
 
 def test_a_gap_in_time_breaks_the_chain():
-    eng = engine(temporal_consecutive=3, temporal_max_gap_s=5.0)
+    eng = engine(decision="chain", temporal_consecutive=3, temporal_max_gap_s=5.0)
     eng.process(frame(10, 1000.0))
     eng.process(frame(11, 1001.0))
     assert eng.process(frame(12, 1060.0)).reason == "temporal_inconsistent"
@@ -105,7 +107,7 @@ def test_a_gap_in_time_breaks_the_chain():
 
 def test_exclusion_window_hides_own_recent_keyframes_only():
     eng = engine(KeyframeMap.create(DIM, PixelEmbedder.fingerprint), mode="mapping", session="live",
-                 exclusion_window_s=30.0, temporal_consecutive=1, keyframe_interval_s=0)
+                 exclusion_window_s=30.0, decision="single", keyframe_interval_s=0)
     first = eng.process(frame(1, 0.0))
     assert first.reason == "empty_map" and first.keyframe_added == 0
     eng.process(frame(2, 1.0))
@@ -117,8 +119,23 @@ def test_exclusion_window_hides_own_recent_keyframes_only():
     assert back_later.accepted and back_later.best.keyframe_id == 0
 
 
+def test_a_parked_robot_never_closes_a_loop_onto_its_own_keyframes():
+    eng = engine(KeyframeMap.create(DIM, PixelEmbedder.fingerprint), mode="mapping", session="live",
+                 decision="single", exclusion_window_s=5.0, exclusion_distance_m=10.0,
+                 keyframe_interval_s=1.0)
+    parked = (3.0, 0, 0, 0, 0, 0, 1)
+    decisions = [eng.process(frame(4, float(t)), pose=parked) for t in range(60)]
+    assert not any(d.accepted for d in decisions)
+    eng.reset()
+    assert not eng.process(frame(4, 61.0), pose=parked).accepted
+    away = [eng.process(frame(20 + t, 62.0 + t), pose=(3.0 + 2 * (t + 1), 0, 0, 0, 0, 0, 1))
+            for t in range(6)]
+    back = eng.process(frame(4, 70.0), pose=(4.0, 0, 0, 0, 0, 0, 1))
+    assert not any(d.accepted for d in away) and back.accepted and back.best.stamp < 60
+
+
 def test_keyframes_of_earlier_sessions_are_never_excluded():
-    eng = engine(exclusion_window_s=1e9, temporal_consecutive=1)
+    eng = engine(exclusion_window_s=1e9, decision="single")
     assert eng.process(frame(7, 7.0)).best.keyframe_id == 7
 
 
@@ -188,16 +205,17 @@ def test_batch_replay_equals_frame_by_frame_and_isolates_a_bad_frame():
 
 
 def test_decision_event_is_json_with_schema_version():
-    eng = engine(temporal_consecutive=1)
+    eng = engine(decision="single")
     event = eng.process(frame(9, 50.0)).to_dict()
     assert json.loads(json.dumps(event)) == event
-    assert event["schema"] == 1 and event["status"] == "accepted" and event["best"]["keyframe_id"] == 9
-    assert len(event["candidates"]) == 10 and event["pose"] == [9.0, 0, 0, 0, 0, 0, 1]
+    assert event["schema"] == 2 and event["status"] == "accepted" and event["best"]["keyframe_id"] == 9
+    assert len(event["candidates"]) == 10 and event["pose"][0] == pytest.approx(9.0, abs=0.5)
+    assert np.array(event["covariance"]).shape == (6, 6) and event["sequence"] is None
     assert set(event) >= {"stamp", "reason", "verification", "confidence", "keyframe_added", "temporal_count"}
 
 
 def test_score_threshold_rejects_weak_matches():
-    decision = engine(score_threshold=0.999, temporal_consecutive=1).process(frame(9, 50.0, noise=40))
+    decision = engine(score_threshold=0.999, decision="single").process(frame(9, 50.0, noise=40))
     assert decision.reason == "below_threshold" and decision.best.keyframe_id == 9
 
 
@@ -258,7 +276,7 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
     assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),
                  "--config", str(config), "--out", str(events_path)]) == 0
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
-    assert len(events) == 100 and all(e["schema"] == 1 for e in events)
+    assert len(events) == 100 and all(e["schema"] == 2 for e in events)
     accepted = [e for e in events if e["status"] == "accepted"]
     assert len(accepted) > 50, "the day traverse relocalizes against its own keyframes"
     assert "100 frames" in capsys.readouterr().out

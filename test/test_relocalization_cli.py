@@ -86,7 +86,7 @@ def test_localize_a_bag_with_poses_reports_metric_errors(tmp_path, sample_dir, f
             for t in t1 + np.arange(0.0, 4.01, 0.1)]
     replay = write_bag(tmp_path / "replay", {IMAGE_TOPIC: _images(sample_dir, t1), "/odom": odom})
     config = tmp_path / "engine.yaml"
-    config.write_text("temporal_consecutive: 1\nscore_threshold: 0.9\nexclusion_window_s: 0.0\n")
+    config.write_text("decision: single\ntop_k: 1\nscore_threshold: 0.9\nexclusion_window_s: 0.0\n")  # one vote: pose = keyframe
     events_path = tmp_path / "events.jsonl"
     capsys.readouterr()
     assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(replay), "--pose-topic", "/odom",
@@ -119,7 +119,7 @@ def test_folder_with_times_and_a_tum_trajectory_in_place_index(tmp_path, sample_
                  "--out", str(tmp_path / "m")]) == 0
     assert [r.pose[0] for r in KeyframeMap.load(tmp_path / "m").records] == [2.0 * i for i in range(12)]
     config = tmp_path / "engine.yaml"
-    config.write_text("temporal_consecutive: 1\nscore_threshold: 0.9\n")
+    config.write_text("decision: single\ntop_k: 1\nscore_threshold: 0.9\n")  # one vote: pose = keyframe
     capsys.readouterr()
     assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(folder), "--times", str(times),
                  "--trajectory", str(tum), "--pose-unit", "place", "--error-axes", "x", "--config", str(config),

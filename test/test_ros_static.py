@@ -67,9 +67,9 @@ def test_engine_parameters_are_exactly_the_engine_config_fields():
 
 def test_parameter_values_become_engine_config_and_node_settings():
     node, engine = settings_from_parameters({"mode": "mapping", "top_k": 5, "map_path": "/maps/a",
-                                             "position_sigma": 2.5})
-    assert (engine.mode, engine.top_k) == ("mapping", 5)
-    assert (node.map_path, node.position_sigma) == ("/maps/a", 2.5)
+                                             "sequence_length": 7})
+    assert (engine.mode, engine.top_k, engine.sequence_length) == ("mapping", 5, 7)
+    assert node.map_path == "/maps/a"
     assert engine.score_threshold == EngineConfig().score_threshold
 
 

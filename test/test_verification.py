@@ -55,7 +55,7 @@ class ConstantEmbedder:
 
 
 def test_engine_accepts_only_geometrically_verified_matches(gardens_point):
-    config = EngineConfig(verify=True, temporal_consecutive=1, score_threshold=0.5)
+    config = EngineConfig(verify=True, decision="single", score_threshold=0.5)
     keyframe_image = image(gardens_point, "day_left", 180)
     kf_map = KeyframeMap.create(4, "constant")
     features = GeometricVerifier().extract(keyframe_image)

@@ -5,10 +5,12 @@ from typing import Optional
 
 import yaml
 
+from vpr_ros.localization.sequence import SequenceSettings
 from vpr_ros.localization.verification import FEATURE_TYPES
 
 MODES = ("localization", "mapping")
 RERANK_METHODS = ("none", "place_voting")
+DECISIONS = ("single", "chain", "sequence")
 
 
 @dataclass
@@ -21,16 +23,31 @@ class EngineConfig:
     score_threshold: a match needs at least this cosine similarity; tune it on an eval PR curve.
     exclusion_window_s: skip keyframes this engine added in the last N s (it always "matches"
         where it just was); keyframes of earlier sessions are never excluded.
+    exclusion_distance_m: with poses, also skip them until the robot has travelled this far since
+        adding them (a parked robot never closes a loop onto itself; 0 disables). `reset` keeps
+        both exclusions: the robot's own recent keyframes are never loop closures.
     rerank: "place_voting" orders candidates by the summed scores of neighbours that lie within
         `place_window_s` of each other on the same session (a place seen by several keyframes beats
         an isolated look-alike); "none" keeps the raw cosine order. Default "none": on Gardens
         Point voting lowered single-frame R@1 (see rerank.py); temporal consistency does that job.
-    temporal_consecutive: frames in a row that must match a coherent stretch of the map before a
-        match is accepted (1 disables the check).
-    temporal_max_jump_s, temporal_speed_ratio: consecutive matches are coherent when they are on the
-        same session and their keyframe stamps differ by at most
+    decision: how a frame is accepted. "single": its best match clears `score_threshold`.
+        "chain": also `temporal_consecutive` frames in a row matched a coherent stretch of the map
+        (ORB-SLAM-style). "sequence" (default): the last `sequence_length` frames are matched as
+        one trajectory through the map and accepted when its uniqueness margin clears
+        `sequence_threshold` (see sequence.py and docs/ros_interface.md).
+    temporal_consecutive: with decision "chain", frames in a row that must agree.
+    temporal_max_jump_s, temporal_speed_ratio: consecutive chain matches are coherent when they are
+        on the same session and their keyframe stamps differ by at most
         max_jump + speed_ratio x (query time step), i.e. the robot moves along the map at a
-        plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain.
+        plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain
+        and restarts a sequence.
+    sequence_length: frames per sequence. sequence_speed_min/max, sequence_speed_steps: relative
+        speeds (map distance per query distance, or map time per query time) tried.
+        sequence_reverse: also try travel against the map's direction.
+    sequence_threshold: minimum margin (in normalized similarity units) of the best trajectory
+        over the best one ending elsewhere; sequence_rival_window_s / _m: "elsewhere" means
+        farther than this along the session (map seconds, or metres when keyframes have poses).
+    sequence_min_step_m: with poses, frames closer than this to the previous one replace it.
     verify: run geometric verification on the accepted candidate (needs keyframes with local
         features: build the map with verification on). verification_*: see verification.py.
     keyframe_novelty_threshold: in mapping mode add a keyframe when the best score against the
@@ -47,12 +64,23 @@ class EngineConfig:
     top_k: int = 10
     score_threshold: float = 0.5
     exclusion_window_s: float = 30.0
+    exclusion_distance_m: float = 10.0
     rerank: str = "none"
     place_window_s: float = 2.0
+    decision: str = "sequence"
     temporal_consecutive: int = 3
     temporal_max_jump_s: float = 3.0
     temporal_speed_ratio: float = 3.0
     temporal_max_gap_s: float = 5.0
+    sequence_length: int = 10
+    sequence_speed_min: float = 0.8
+    sequence_speed_max: float = 1.25
+    sequence_speed_steps: int = 5
+    sequence_reverse: bool = False
+    sequence_threshold: float = 0.5
+    sequence_rival_window_s: float = 10.0
+    sequence_rival_window_m: float = 10.0
+    sequence_min_step_m: float = 1.0
     verify: bool = False
     verification_features: str = "orb"
     verification_max_features: int = 1000
@@ -77,12 +105,25 @@ class EngineConfig:
             (self.top_k >= 1, "top_k must be >= 1"),
             (-1.0 <= self.score_threshold <= 1.0, "score_threshold must be in [-1, 1]"),
             (self.exclusion_window_s >= 0, "exclusion_window_s must be >= 0"),
+            (self.exclusion_distance_m >= 0, "exclusion_distance_m must be >= 0"),
             (self.rerank in RERANK_METHODS, f"rerank must be one of {RERANK_METHODS}"),
             (self.place_window_s >= 0, "place_window_s must be >= 0"),
+            (self.decision in DECISIONS, f"decision must be one of {DECISIONS}"),
             (self.temporal_consecutive >= 1, "temporal_consecutive must be >= 1"),
             (self.temporal_max_jump_s >= 0 and self.temporal_speed_ratio >= 0,
              "temporal_max_jump_s and temporal_speed_ratio must be >= 0"),
             (self.temporal_max_gap_s > 0, "temporal_max_gap_s must be > 0"),
+            (self.sequence_length >= 1, "sequence_length must be >= 1"),
+            (self.sequence_speed_min > 0, "sequence_speed_min must be > 0"),
+            (self.sequence_speed_max >= self.sequence_speed_min,
+             "sequence_speed_max must be >= sequence_speed_min (the speed range is inverted)"),
+            (self.sequence_speed_steps >= 1, "sequence_speed_steps must be >= 1"),
+            (self.sequence_speed_steps == 1 or self.sequence_speed_max > self.sequence_speed_min,
+             "sequence_speed_steps > 1 needs sequence_speed_max > sequence_speed_min"),
+            (self.sequence_threshold >= 0, "sequence_threshold must be >= 0"),
+            (self.sequence_rival_window_s > 0 and self.sequence_rival_window_m > 0,
+             "sequence_rival_window_s and sequence_rival_window_m must be > 0"),
+            (self.sequence_min_step_m >= 0, "sequence_min_step_m must be >= 0"),
             (self.verification_features in FEATURE_TYPES,
              f"verification_features must be one of {FEATURE_TYPES}"),
             (self.verification_min_inliers >= 8, "verification_min_inliers must be >= 8"),
@@ -121,3 +162,12 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def sequence_settings(self) -> SequenceSettings:
+        """The sequence matcher's settings taken from this config."""
+        return SequenceSettings(
+            length=self.sequence_length, speed_min=self.sequence_speed_min,
+            speed_max=self.sequence_speed_max, speed_steps=self.sequence_speed_steps,
+            reverse=self.sequence_reverse, rival_window_s=self.sequence_rival_window_s,
+            rival_window_m=self.sequence_rival_window_m, min_step_m=self.sequence_min_step_m,
+            max_gap_s=self.temporal_max_gap_s)

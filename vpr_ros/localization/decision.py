@@ -6,7 +6,7 @@ from typing import List, Optional
 from vpr_ros.localization.verification import VerificationResult
 from vpr_ros.mapping.records import Pose
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -16,6 +16,7 @@ REASON_EMPTY_MAP = "empty_map"
 REASON_BELOW_THRESHOLD = "below_threshold"
 REASON_TEMPORAL = "temporal_inconsistent"
 REASON_VERIFICATION = "verification_failed"
+REASON_SEQUENCE_AMBIGUOUS = "sequence_ambiguous"
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,15 @@ class Candidate:
 
 @dataclass
 class Decision:
-    """The engine's verdict on one frame; `to_dict()` is the JSON event (schema 1).
+    """The engine's verdict on one frame; `to_dict()` is the JSON event (schema 2).
 
     status is "accepted" or "rejected"; `reason` says why a frame was rejected (bad_frame,
-    empty_map, below_threshold, temporal_inconsistent, verification_failed) and `detail` adds a
-    human-readable explanation. `pose` is the matched keyframe's pose in the map frame (the
-    relocalization) when it has one. `confidence` is in [0, 1], 0 for rejections.
+    empty_map, below_threshold, temporal_inconsistent, sequence_ambiguous, verification_failed)
+    and `detail` adds a human-readable explanation. `sequence` holds the sequence matcher's
+    figures (SequenceResult.to_dict) when the decision mode is "sequence". `pose` is the
+    relocalization in the map frame (estimated from the supporting keyframes' poses) and
+    `covariance` its 6x6 covariance (x y z rot_x rot_y rot_z), when the keyframes have poses.
+    `confidence` is in [0, 1], 0 for rejections.
     """
 
     stamp: float
@@ -55,7 +59,9 @@ class Decision:
     best: Optional[Candidate] = None
     temporal_count: int = 0
     verification: Optional[VerificationResult] = None
+    sequence: Optional[dict] = None
     pose: Optional[Pose] = None
+    covariance: Optional[List[List[float]]] = None
     confidence: float = 0.0
     keyframe_added: Optional[int] = None
     latency_ms: float = 0.0
@@ -79,7 +85,9 @@ class Decision:
             "candidates": [c.to_dict() for c in self.candidates],
             "temporal_count": int(self.temporal_count),
             "verification": self.verification.to_dict() if self.verification else None,
+            "sequence": self.sequence,
             "pose": [float(v) for v in self.pose] if self.pose is not None else None,
+            "covariance": self.covariance,
             "confidence": round(float(self.confidence), 6),
             "keyframe_added": None if self.keyframe_added is None else int(self.keyframe_added),
             "latency_ms": round(float(self.latency_ms), 3),

@@ -1,4 +1,5 @@
-"""The per-frame engine: embed → search → re-rank → temporal check → verify → decide (→ add keyframe).
+"""The per-frame engine: embed → search → re-rank → decide (single, chain or sequence) → verify
+→ pose estimate (→ add keyframe).
 
 Pure Python + numpy + OpenCV; the ROS node and the CLI feed it frames and publish its decisions.
 """
@@ -15,7 +16,10 @@ from vpr_ros.localization.config import EngineConfig
 from vpr_ros.localization.decision import Candidate, Decision
 from vpr_ros.localization.frame_check import frame_problem
 from vpr_ros.localization.keyframe_policy import KeyframePolicy
+from vpr_ros.localization.pose_estimate import estimate_pose
 from vpr_ros.localization.rerank import place_voting
+from vpr_ros.localization.sequence import SequenceMatcher
+from vpr_ros.localization.tracks import SessionTracks
 from vpr_ros.localization.temporal import TemporalConsistency
 from vpr_ros.localization.verification import GeometricVerifier, VerificationResult
 from vpr_ros.mapping.keyframe_map import NORM_TOLERANCE, KeyframeMap
@@ -57,13 +61,21 @@ class LocalizationEngine:
                                           ratio=cfg.verification_ratio,
                                           ransac_threshold_px=cfg.verification_ransac_px,
                                           min_inliers=cfg.verification_min_inliers)
-        self._recent: Deque[Tuple[int, float]] = deque()
+        self.tracks = SessionTracks(keyframe_map)
+        self.sequence = SequenceMatcher(keyframe_map, cfg.sequence_settings(), self.tracks)
+        self._recent: Deque[Tuple[int, float, float]] = deque()
+        self._travelled = 0.0
+        self._last_position: Optional[np.ndarray] = None
 
     def reset(self) -> None:
-        """Forget temporal chains and recent keyframes (after a relocalization or a map switch)."""
+        """Forget chains and the query sequence (relocalization, map switch).
+
+        The robot's own recent keyframes stay excluded: right after a reset they are still where
+        it just was, not loop closures.
+        """
         self.temporal.reset()
+        self.sequence.reset()
         self.policy.reset()
-        self._recent.clear()
 
     def set_mode(self, mode: str) -> None:
         """Switch between "localization" (fixed map) and "mapping" (the map grows)."""
@@ -145,7 +157,7 @@ class LocalizationEngine:
             decision.reason, decision.detail = d.REASON_EMPTY_MAP, "the map has no keyframes yet"
             nearest_score = None
         else:
-            nearest_score = self._decide(decision, query, image, features)
+            nearest_score = self._decide(decision, query, image, features, pose)
         if self.config.mode == "mapping":
             self._maybe_add_keyframe(decision, query, pose, image, nearest_score, features)
         decision.latency_ms = 1000.0 * (time.perf_counter() - start)
@@ -162,11 +174,12 @@ class LocalizationEngine:
             return f"descriptor is not L2-normalized (norm {norm:.3f})"
         return None
 
-    def _decide(self, decision: Decision, query: np.ndarray, image, features: list) -> Optional[float]:
+    def _decide(self, decision: Decision, query: np.ndarray, image, features: list,
+                pose: Optional[Pose]) -> Optional[float]:
         """Fill in candidates, status and reason; return the best score against the whole map."""
         cfg = self.config
-        self._forget_old_keyframes(decision.stamp)
-        recent = [kf_id for kf_id, _ in self._recent]
+        self._forget_old_keyframes(decision.stamp, pose)
+        recent = [kf_id for kf_id, _, _ in self._recent]
         scores, ids = self.map.search(query, cfg.top_k, exclude_ids=recent)
         nearest_score = float(scores[0, 0]) if ids[0, 0] >= 0 else None
         if recent and cfg.mode == "mapping":
@@ -176,25 +189,13 @@ class LocalizationEngine:
         if cfg.rerank == "place_voting":
             candidates = place_voting(candidates, cfg.place_window_s)
         decision.candidates = candidates
-        passing = [c for c in candidates if c.score >= cfg.score_threshold]
-        counts = self.temporal.update(decision.stamp, passing)
-        if not candidates:
-            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+        if cfg.decision == "sequence":
+            best = self._sequence_best(decision, query[0], scores[0], ids[0], pose)
+        else:
+            best = self._frame_best(decision, candidates)
+        if best is None:
             return nearest_score
-        if not passing:
-            decision.best = candidates[0]
-            decision.reason = d.REASON_BELOW_THRESHOLD
-            decision.detail = f"best score {candidates[0].score:.3f} < threshold {cfg.score_threshold:.3f}"
-            return nearest_score
-        consistent = [(c, n) for c, n in zip(passing, counts) if n >= cfg.temporal_consecutive]
-        if not consistent:
-            decision.best, decision.temporal_count = passing[0], counts[0]
-            decision.reason = d.REASON_TEMPORAL
-            decision.detail = (f"{max(counts)} of {cfg.temporal_consecutive} consecutive frames agree "
-                               f"on this stretch of the map")
-            return nearest_score
-        best, count = consistent[0]
-        decision.best, decision.temporal_count = best, count
+        decision.best = best
         keyframe = self.map.record(best.keyframe_id)
         if cfg.verify:
             decision.verification = self._verify(image, keyframe, features)
@@ -203,9 +204,58 @@ class LocalizationEngine:
                 decision.detail = decision.detail or (
                     f"{decision.verification.inliers} inliers < {cfg.verification_min_inliers}")
                 return nearest_score
-        decision.status, decision.pose = d.ACCEPTED, keyframe.pose
-        decision.confidence = self._confidence(best.score, decision.verification)
+        decision.status = d.ACCEPTED
+        decision.confidence = self._confidence(decision, decision.verification)
+        if keyframe.pose is not None:
+            self._estimate_pose(decision, keyframe)
         return nearest_score
+
+    def _frame_best(self, decision: Decision, candidates: List[Candidate]) -> Optional[Candidate]:
+        """Single-frame or chain decision: the accepted candidate, or None with the reason set."""
+        cfg = self.config
+        passing = [c for c in candidates if c.score >= cfg.score_threshold]
+        counts = self.temporal.update(decision.stamp, passing)
+        required = cfg.temporal_consecutive if cfg.decision == "chain" else 1
+        if not candidates:
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+            return None
+        if not passing:
+            decision.best = candidates[0]
+            decision.reason = d.REASON_BELOW_THRESHOLD
+            decision.detail = f"best score {candidates[0].score:.3f} < threshold {cfg.score_threshold:.3f}"
+            return None
+        consistent = [(c, n) for c, n in zip(passing, counts) if n >= required]
+        if not consistent:
+            decision.best, decision.temporal_count = passing[0], counts[0]
+            decision.reason = d.REASON_TEMPORAL
+            decision.detail = (f"{max(counts)} of {required} consecutive frames agree "
+                               f"on this stretch of the map")
+            return None
+        best, decision.temporal_count = consistent[0]
+        return best
+
+    def _sequence_best(self, decision: Decision, query: np.ndarray, scores: np.ndarray,
+                       ids: np.ndarray, pose: Optional[Pose]) -> Optional[Candidate]:
+        """Sequence decision: the end keyframe of the best trajectory if its margin clears the bar."""
+        cfg = self.config
+        result = self.sequence.update(decision.stamp, query, ids, scores,
+                                      None if pose is None else pose[:3])
+        decision.sequence = result.to_dict()
+        hypothesis = result.best
+        if hypothesis is None:
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+            return None
+        keyframe = self.map.record(hypothesis.keyframe_id)
+        best = Candidate(keyframe.id, keyframe.session, keyframe.stamp, hypothesis.similarity,
+                         hypothesis.score)
+        decision.temporal_count = result.length
+        if result.margin < cfg.sequence_threshold:
+            decision.best = best
+            decision.reason = d.REASON_SEQUENCE_AMBIGUOUS
+            decision.detail = (f"margin {result.margin:.2f} over the best trajectory elsewhere < "
+                               f"threshold {cfg.sequence_threshold:.2f} ({result.length} frames)")
+            return None
+        return best
 
     def _verify(self, image, keyframe: Keyframe, features: list) -> VerificationResult:
         method = self.verifier.method
@@ -217,18 +267,52 @@ class LocalizationEngine:
         features[0] = features[0] or self.verifier.extract(image)
         return self.verifier.verify(features[0], keyframe.features)
 
-    def _confidence(self, score: float, verification: Optional[VerificationResult]) -> float:
-        """How far the score clears the threshold, combined (noisy-OR) with the geometric evidence."""
-        threshold = self.config.score_threshold
-        appearance = float(np.clip((score - threshold) / max(1.0 - threshold, 1e-6), 0.0, 1.0))
+    def _confidence(self, decision: Decision, verification: Optional[VerificationResult]) -> float:
+        """How far the evidence clears its threshold, combined (noisy-OR) with the geometry.
+
+        Sequence: 1 - threshold / margin (0 at the threshold, 0.5 at twice it); single frame and
+        chain: (score - threshold) / (1 - threshold).
+        """
+        cfg = self.config
+        if cfg.decision == "sequence":
+            margin = decision.sequence["margin"]
+            appearance = 1.0 if cfg.sequence_threshold == 0 else \
+                float(np.clip(1.0 - cfg.sequence_threshold / max(margin, 1e-9), 0.0, 1.0))
+        else:
+            threshold = cfg.score_threshold
+            appearance = float(np.clip((decision.best.score - threshold) / max(1.0 - threshold, 1e-6),
+                                       0.0, 1.0))
         if verification is None:
             return appearance
-        geometry = min(1.0, verification.inliers / (4.0 * self.config.verification_min_inliers))
+        geometry = min(1.0, verification.inliers / (4.0 * cfg.verification_min_inliers))
         return 1.0 - (1.0 - appearance) * (1.0 - geometry)
 
-    def _forget_old_keyframes(self, stamp: float) -> None:
-        window = self.config.exclusion_window_s
-        while self._recent and stamp - self._recent[0][1] >= window:
+    def _estimate_pose(self, decision: Decision, anchor: Keyframe) -> None:
+        """Relocalization pose and covariance from the anchor and the candidates' poses.
+
+        Each candidate votes with its score above the shortlist's lowest one, so keyframes that
+        only look as alike as any unrelated place carry no weight.
+        """
+        floor = min(c.score for c in decision.candidates)
+        support = [(anchor.pose, max(decision.best.score - floor, 1e-6))]
+        for candidate in decision.candidates:
+            pose = self.map.record(candidate.keyframe_id).pose
+            if pose is not None and candidate.keyframe_id != anchor.id:
+                support.append((pose, max(candidate.score - floor, 0.0)))
+        spacing = self.tracks.spacing_m(anchor.id) or self.config.keyframe_distance_m or 1.0
+        estimate = estimate_pose(anchor.pose, support, spacing, decision.confidence)
+        decision.pose, decision.covariance = estimate.pose, estimate.covariance_rows()
+
+    def _forget_old_keyframes(self, stamp: float, pose: Optional[Pose]) -> None:
+        """Stop excluding own keyframes that are both old enough and far enough behind."""
+        if pose is not None:
+            position = np.asarray(pose[:3], dtype=np.float64)
+            if self._last_position is not None:
+                self._travelled += float(np.linalg.norm(position - self._last_position))
+            self._last_position = position
+        window, distance = self.config.exclusion_window_s, self.config.exclusion_distance_m
+        while self._recent and stamp - self._recent[0][1] >= window and (
+                pose is None or self._travelled - self._recent[0][2] >= distance):
             self._recent.popleft()
 
     def _maybe_add_keyframe(self, decision: Decision, query: np.ndarray, pose, image,
@@ -245,6 +329,6 @@ class LocalizationEngine:
                           thumbnail, features[0])
         new_id = int(self.map.add(query, [record])[0])
         self.policy.added(decision.stamp, pose)
-        self._recent.append((new_id, decision.stamp))
+        self._recent.append((new_id, decision.stamp, self._travelled))
         decision.keyframe_added = new_id
         LOG.debug("added keyframe %d (%s) at %.3f", new_id, why, decision.stamp)

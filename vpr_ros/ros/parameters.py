@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
-from vpr_ros.localization.config import MODES, RERANK_METHODS, EngineConfig
+from vpr_ros.localization.config import DECISIONS, MODES, RERANK_METHODS, EngineConfig
 from vpr_ros.localization.verification import FEATURE_TYPES
 from vpr_ros.runtime.backends import BACKENDS
 from vpr_ros.runtime.engine_cache import RUNTIME_PRECISIONS
@@ -73,14 +73,6 @@ class NodeSettings:
         "seconds between /diagnostics messages", 0.1, 60.0))
     no_image_warn_after: float = field(default=5.0, metadata=_describe(
         "diagnostics turn WARN when no image arrived for this many seconds", 0.5, 3600.0))
-    position_sigma: float = field(default=1.0, metadata=_describe(
-        "standard deviation (m) of the ~/relocalization position at confidence 1; it grows as "
-        "1/confidence", 0.01, 100.0))
-    rotation_sigma: float = field(default=0.3, metadata=_describe(
-        "standard deviation (rad) of the ~/relocalization orientation at confidence 1; it grows "
-        "as 1/confidence", 0.001, math.pi))
-    max_sigma_scale: float = field(default=100.0, metadata=_describe(
-        "cap on the 1/confidence growth of the relocalization standard deviations", 1.0, 1.0e6))
 
 
 ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
@@ -94,18 +86,40 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
                                  "curve of `vpr-ros eval`", -1.0, 1.0),
     "exclusion_window_s": _describe("ignore keyframes this run added in the last N seconds "
                                     "(the robot always matches where it just was)", 0.0, DAY_S),
+    "exclusion_distance_m": _describe("with poses, also ignore them until the robot has travelled "
+                                      "this far (a parked robot never matches itself; 0: off)",
+                                      0.0, 100000.0),
     "rerank": _describe("place_voting: sum scores of neighbours close in time on one session; "
                         "none: raw cosine order", choices=RERANK_METHODS),
     "place_window_s": _describe("keyframes within this many seconds form one place for "
                                 "place_voting", 0.0, 3600.0),
-    "temporal_consecutive": _describe("consecutive frames that must match a coherent stretch "
-                                      "of the map before a match is accepted (1: off)", 1, 100),
+    "decision": _describe("how a frame is accepted: single (best score over score_threshold), "
+                          "chain (temporal_consecutive frames agree) or sequence (the last "
+                          "sequence_length frames as one trajectory; its margin over the best "
+                          "trajectory elsewhere must clear sequence_threshold)", choices=DECISIONS),
+    "temporal_consecutive": _describe("decision chain: consecutive frames that must match a "
+                                      "coherent stretch of the map", 1, 100),
     "temporal_max_jump_s": _describe("allowed keyframe-stamp jump between consecutive matches, "
                                      "plus temporal_speed_ratio x query time step", 0.0, 3600.0),
     "temporal_speed_ratio": _describe("how much faster than when mapping the robot may move "
                                       "along the map", 0.0, 100.0),
     "temporal_max_gap_s": _describe("a longer pause between query frames breaks the temporal "
-                                    "chain", 0.01, 3600.0),
+                                    "chain and restarts the sequence", 0.01, 3600.0),
+    "sequence_length": _describe("decision sequence: query frames matched as one trajectory",
+                                 1, 1000),
+    "sequence_speed_min": _describe("slowest relative speed tried (map distance, or map time, "
+                                    "per query distance or time)", 0.01, 100.0),
+    "sequence_speed_max": _describe("fastest relative speed tried", 0.01, 100.0),
+    "sequence_speed_steps": _describe("speeds tried between min and max (geometric steps)", 1, 100),
+    "sequence_reverse": _describe("also try travel against the direction the map was recorded in"),
+    "sequence_threshold": _describe("minimum margin of the best trajectory over the best one "
+                                    "ending elsewhere (normalized similarity units)", 0.0, 100.0),
+    "sequence_rival_window_s": _describe("a rival trajectory ends farther than this along the "
+                                         "session (map seconds)", 0.01, DAY_S),
+    "sequence_rival_window_m": _describe("the same in metres, when keyframes and frames have "
+                                         "poses", 0.01, 100000.0),
+    "sequence_min_step_m": _describe("with poses, a frame closer than this to the previous one "
+                                     "replaces it (a parked robot is not a sequence)", 0.0, 1000.0),
     "verify": _describe("geometric verification (local features + RANSAC) of the best match; "
                         "needs a map built with verification on"),
     "verification_features": _describe("local features for verification", choices=FEATURE_TYPES),

@@ -25,7 +25,7 @@ from vpr_ros.localization.decision import REASON_BAD_FRAME
 from vpr_ros.localization.frame_check import frame_problem
 from vpr_ros.mapping.records import Pose
 from vpr_ros.mapping.thumbnail import decode_thumbnail
-from vpr_ros.ros.covariance import pose_covariance
+from vpr_ros.ros.covariance import message_covariance
 from vpr_ros.ros.diagnostics import NodeStatistics
 from vpr_ros.ros.match_image import compose_match_image
 from vpr_ros.ros.parameters import NodeSettings
@@ -33,7 +33,7 @@ from vpr_ros.ros.parameters import NodeSettings
 
 @dataclass
 class Relocalization:
-    """What ~/relocalization carries: the matched keyframe's pose and its covariance."""
+    """What ~/relocalization carries: the estimated pose and its covariance (36 floats)."""
 
     pose: tuple
     covariance: List[float]
@@ -130,9 +130,7 @@ class FrameProcessor:
     def _relocalization(self, decision: Decision) -> Optional[Relocalization]:
         if not decision.accepted or decision.pose is None:
             return None
-        s = self._settings
-        return Relocalization(tuple(decision.pose), pose_covariance(
-            decision.confidence, s.position_sigma, s.rotation_sigma, s.max_sigma_scale))
+        return Relocalization(tuple(decision.pose), message_covariance(decision.covariance))
 
     def match_image(self, outcome: Outcome) -> Optional[np.ndarray]:
         """Query beside its best keyframe, or None when the frame had no candidate."""
