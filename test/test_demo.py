@@ -26,7 +26,7 @@ def test_demo_runs_end_to_end(sample_dir, tmp_path, capsys):
     assert main(["demo", "--model", str(tmp_path / "tiny.pt"), "--backend", "torch",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "single frame" in printed and "temporal" in printed
+    assert "single frame" in printed and "chain (3 frames)" in printed and "sequence (" in printed
     summary = json.loads((out / "demo.json").read_text())
     for row in summary.values():
         assert row["frames"] == 100

@@ -9,6 +9,7 @@ from vpr_ros.cli import main
 from vpr_ros.evaluation.ground_truth import positives_by_tolerance, positives_from_csv
 from vpr_ros.evaluation.run import run_eval
 from vpr_ros.io.images import list_images, read_image
+from vpr_ros.localization import EngineConfig
 from vpr_ros.model import ModelConfig
 from vpr_ros.model.checkpoint import save_checkpoint
 from vpr_ros.model.clustering import build_offtheshelf_model
@@ -61,6 +62,32 @@ def test_same_images_as_db_and_query_give_perfect_recall(small_pair, tiny_checkp
     assert metrics["recall"]["1"] == 1.0
     assert metrics["raw_pixel_baseline"]["recall"]["1"] == 1.0
     assert metrics["recall_at_100p"] == 1.0
+
+
+def test_eval_scores_sequence_matching_beside_single_images(small_pair, tiny_checkpoint, tmp_path,
+                                                           capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--db", str(small_pair / "day_right"), "--query",
+                 str(small_pair / "night_right"), "--tolerance-frames", "1", "--sequence-length", "4",
+                 "--model", str(tiny_checkpoint), "--out", str(out)]) == 0
+    sequence = json.loads((out / "metrics.json").read_text())["sequence"]
+    assert sequence["length"] == 4 and set(sequence["recall"]) == {"1", "5", "10"}
+    assert 0.0 <= sequence["recall_at_100p"] <= sequence["recall"]["1"] <= 1.0
+    assert "NetVLAD, sequence of 4" in capsys.readouterr().out
+
+
+def test_same_images_in_order_give_perfect_sequences(small_pair, tiny_checkpoint, tmp_path):
+    embedder = load_embedder(tiny_checkpoint, backend="torch")
+    folder = small_pair / "day_right"
+    metrics = run_eval(folder, folder, tmp_path, embedder=embedder, tolerance=0,
+                       sequence=EngineConfig(sequence_length=3).sequence_settings())
+    assert metrics["sequence"]["recall"]["1"] == 1.0 and metrics["sequence"]["recall_at_100p"] == 1.0
+
+
+def test_bad_sequence_length_is_refused_before_any_work(small_pair, tmp_path):
+    assert main(["eval", "--db", str(small_pair / "day_right"), "--query",
+                 str(small_pair / "night_right"), "--sequence-length", "-1",
+                 "--out", str(tmp_path)]) == 2
 
 
 def test_unreadable_image_in_a_folder_is_named(small_pair, tiny_checkpoint, tmp_path):

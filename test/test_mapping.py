@@ -130,6 +130,19 @@ def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_pat
     kf_map.save(tmp_path / "pq")
     loaded = KeyframeMap.load(tmp_path / "pq")
     assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
+    assert not loaded.stores_descriptors
+    with pytest.raises(ValueError, match="ivfpq map keeps compressed codes only"):
+        loaded.descriptors([5])
+
+
+def test_stored_descriptors_come_back_by_keyframe_id(day_map):
+    assert day_map.stores_descriptors
+    stored = day_map.descriptors([2, 0])
+    assert stored.dtype == np.float32 and stored.shape == (2, day_map.dim)
+    assert np.allclose(day_map.search(stored, 1)[0][:, 0], 1.0, atol=1e-5)
+    assert np.array_equal(day_map.search(stored, 1)[1][:, 0], [2, 0])
+    with pytest.raises(ValueError, match="keyframe ids must be in 0.."):
+        day_map.descriptors([len(day_map)])
 
 
 def test_map_of_another_model_is_refused(day_map, tmp_path):

@@ -1,8 +1,8 @@
 """`vpr-ros demo`: map the bundled day sample, relocalize the night sample, show how it went.
 
-Single-frame decisions are compared with temporal consistency (several consecutive frames must
-agree on a stretch of the map): the point of the temporal check is more correct loop closures
-at zero wrong ones.
+The engine's three decision modes are compared on the same descriptors: single frame, a chain
+of consecutive frames that agree on a stretch of the map, and sequence matching (the default):
+what counts is how many correct loop closures each accepts at zero wrong ones.
 """
 import argparse
 import json
@@ -25,7 +25,8 @@ from vpr_ros.mapping.builder import add_frames
 from vpr_ros.runtime.embedder import load_embedder
 
 TOLERANCE = 2            # Gardens Point frames, by the number in the file name
-THRESHOLDS = np.round(np.arange(0.20, 0.80, 0.01), 2)
+SWEEPS = {"score_threshold": np.round(np.arange(0.20, 0.80, 0.01), 2),
+          "sequence_threshold": np.round(np.arange(0.0, 3.0, 0.05), 2)}
 
 
 def default_sample() -> Path:
@@ -54,10 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on "
                         "the map images, kept as OUT/model.pt and reused")
     parser.add_argument("--backend", default="auto", help="embedding backend (default auto)")
-    parser.add_argument("--temporal", type=int, default=3,
-                        help="consecutive frames that must agree (default 3)")
-    parser.add_argument("--threshold", type=float, default=0.4,
-                        help="score threshold of the headline table (default 0.4)")
+    defaults = EngineConfig()
+    parser.add_argument("--temporal", type=int, default=defaults.temporal_consecutive,
+                        help=f"chain: consecutive frames that must agree "
+                             f"(default {defaults.temporal_consecutive})")
+    parser.add_argument("--threshold", type=float, default=defaults.score_threshold,
+                        help=f"single frame and chain: score threshold "
+                             f"(default {defaults.score_threshold})")
+    parser.add_argument("--sequence-length", type=int, default=defaults.sequence_length,
+                        help=f"sequence: frames per sequence (default {defaults.sequence_length})")
+    parser.add_argument("--sequence-threshold", type=float, default=defaults.sequence_threshold,
+                        help=f"sequence: margin threshold (default {defaults.sequence_threshold})")
     parser.add_argument("--out", type=Path, default=Path("vpr_demo"),
                         help="output folder (default ./vpr_demo)")
 
@@ -88,7 +96,20 @@ def _embed(embedder, frames):
     return np.concatenate(descriptors), 1000.0 * seconds / len(frames)
 
 
+def _decision_modes(args):
+    """(label, engine config, threshold swept for R@100%P) of each decision mode compared."""
+    base = dict(mode="localization", score_threshold=args.threshold,
+                temporal_consecutive=args.temporal, sequence_length=args.sequence_length,
+                sequence_threshold=args.sequence_threshold)
+    return [("single frame", EngineConfig(decision="single", **base), "score_threshold"),
+            (f"chain ({args.temporal} frames)", EngineConfig(decision="chain", **base),
+             "score_threshold"),
+            (f"sequence ({args.sequence_length} frames)", EngineConfig(decision="sequence", **base),
+             "sequence_threshold")]
+
+
 def run(args) -> int:
+    modes = _decision_modes(args)
     sample = args.sample or default_sample()
     args.out.mkdir(parents=True, exist_ok=True)
     mapped = list(open_source(sample / args.db))
@@ -104,16 +125,13 @@ def run(args) -> int:
     query_places = [place_from_name(f.name) for f in queries]
 
     rows, runs = [], {}
-    for label, consecutive in (("single frame", 1), (f"temporal ({args.temporal} frames)",
-                                                     args.temporal)):
-        config = EngineConfig(mode="localization", temporal_consecutive=consecutive,
-                              score_threshold=args.threshold)
+    for label, config, swept in modes:
         tic = time.perf_counter()
         decisions = replay_descriptors(kf_map, descriptors, stamps, config)
         ms_engine = 1000.0 * (time.perf_counter() - tic) / len(queries)
         outcome = score_decisions(decisions, query_places, keyframe_places, TOLERANCE)
-        sweep = sweep_thresholds(kf_map, descriptors, stamps, config, THRESHOLDS, query_places,
-                                 keyframe_places, TOLERANCE)
+        sweep = sweep_thresholds(kf_map, descriptors, stamps, config, swept, SWEEPS[swept],
+                                 query_places, keyframe_places, TOLERANCE)
         r100, t100 = recall_at_full_precision(sweep)
         rows.append((label, outcome, ms_embed + ms_engine, r100, t100))
         matched = [keyframe_places[d.best.keyframe_id] if d.best else None for d in decisions]
@@ -125,18 +143,20 @@ def run(args) -> int:
 
     plot_loop_closures(runs, args.out / "demo.png",
                        title=f"{args.db} map ({len(mapped)} keyframes) ← {args.query} queries, "
-                             f"threshold {args.threshold}")
+                             f"score threshold {args.threshold}, sequence threshold "
+                             f"{args.sequence_threshold}")
     summary = {label: {"frames": o.frames, "accepted": o.accepted, "correct": o.correct,
                        "wrong": o.wrong, "precision": o.precision, "recall": o.recall,
                        "ms_per_frame": ms, "recall_at_100p": r100, "threshold_at_100p": t100}
                for label, o, ms, r100, t100 in rows}
     atomic_write_text(args.out / "demo.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nmap: {len(kf_map)} {args.db} keyframes; {len(queries)} {args.query} frames relocalized "
-          f"(right = within ±{TOLERANCE} frames), threshold {args.threshold}")
-    print(f"{'decision':<22}{'frames':>7}{'accepted':>9}{'correct':>8}{'wrong':>6}"
+          f"(right = within ±{TOLERANCE} frames); score threshold {args.threshold}, chain of "
+          f"{args.temporal}, sequence of {args.sequence_length} at margin {args.sequence_threshold}")
+    print(f"{'decision':<24}{'frames':>7}{'accepted':>9}{'correct':>8}{'wrong':>6}"
           f"{'ms/frame':>9}{'R@100%P':>9}")
     for label, o, ms, r100, _ in rows:
-        print(f"{label:<22}{o.frames:>7}{o.accepted:>9}{o.correct:>8}{o.wrong:>6}"
+        print(f"{label:<24}{o.frames:>7}{o.accepted:>9}{o.correct:>8}{o.wrong:>6}"
               f"{ms:>9.0f}{r100:>9.2f}")
     print(f"wrote {args.out / 'demo.png'}, {args.out / 'demo.json'}, map in {args.out / 'map'}")
     return 0

@@ -2,6 +2,7 @@
 import argparse
 
 from vpr_ros.evaluation.run import format_table, run_eval
+from vpr_ros.localization.config import EngineConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,13 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on --db")
     parser.add_argument("--save-model", help="keep the off-the-shelf model as this checkpoint")
     parser.add_argument("--backend", default="torch", help="embedding backend (default torch)")
+    parser.add_argument("--sequence-length", type=int, default=0, metavar="N",
+                        help="also score sequence matching over each query and its N-1 "
+                             "predecessors in the folder (engine defaults otherwise; 0: off)")
     parser.add_argument("--out", required=True, help="output folder for metrics.json and PNGs")
 
 
 def run(args) -> int:
+    sequence = None
+    if args.sequence_length:
+        sequence = EngineConfig(sequence_length=args.sequence_length).sequence_settings()
     metrics = run_eval(args.db, args.query, args.out, model_path=args.model, gt_csv=args.gt,
                        tolerance=args.tolerance_frames, backend=args.backend,
-                       save_model=args.save_model)
+                       save_model=args.save_model, sequence=sequence)
     print(format_table(metrics))
     print(f"wrote {args.out}/metrics.json, pr_curve.png, matches.png")
     return 0

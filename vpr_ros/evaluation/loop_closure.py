@@ -1,4 +1,4 @@
-"""Score the engine's decisions against ground truth: single-frame vs temporal consistency.
+"""Score the engine's decisions against ground truth, for any of its decision modes.
 
 The engine runs on precomputed descriptors, so a sweep over score thresholds costs no extra
 embedding; recall at 100 % precision is the most correct loop closures with zero wrong ones.
@@ -60,12 +60,12 @@ def score_decisions(decisions, query_places: Sequence[int], keyframe_places: Dic
     return Outcome(len(decisions), correct + wrong, correct, wrong)
 
 
-def sweep_thresholds(kf_map, descriptors, stamps, config: EngineConfig, thresholds,
+def sweep_thresholds(kf_map, descriptors, stamps, config: EngineConfig, parameter: str, thresholds,
                      query_places, keyframe_places, tolerance) -> List[Tuple[float, Outcome]]:
-    """Outcome of the engine at each score threshold (everything else as in `config`)."""
+    """Outcome of the engine at each value of the threshold `parameter` (else as in `config`)."""
     results = []
     for threshold in thresholds:
-        cfg = EngineConfig.from_dict(config.to_dict(), score_threshold=float(threshold))
+        cfg = EngineConfig.from_dict(config.to_dict(), **{parameter: float(threshold)})
         decisions = replay_descriptors(kf_map, descriptors, stamps, cfg)
         results.append((float(threshold),
                         score_decisions(decisions, query_places, keyframe_places, tolerance)))

@@ -14,8 +14,10 @@ from vpr_ros.evaluation.metrics import (pr_auc, precision_recall, recall_at_n,
                                         recall_at_precision)
 from vpr_ros.evaluation.plots import pick_examples, plot_match_pairs, plot_pr_curves
 from vpr_ros.evaluation.retrieval import search_cosine
+from vpr_ros.evaluation.sequence_retrieval import sequence_ranking
 from vpr_ros.io.atomic import atomic_write_text
 from vpr_ros.io.images import list_images, read_image
+from vpr_ros.localization.sequence import SequenceSettings
 
 LOG = logging.getLogger(__name__)
 RECALL_NS = (1, 5, 10)
@@ -39,27 +41,34 @@ def embed_folder(embedder, paths: Sequence[Path], desc: str):
 def score_retrieval(db: np.ndarray, queries: np.ndarray, positives: List[set]) -> Dict:
     """Recall@N and loop-closure PR metrics for cosine retrieval of `queries` in `db`."""
     scores, ranked = search_cosine(db, queries, max(RECALL_NS))
+    return ranking_metrics(ranked, scores[:, 0], positives)
+
+
+def ranking_metrics(ranked: np.ndarray, confidence: np.ndarray, positives: List[set]) -> Dict:
+    """Recall@N of `ranked` (Q, ≥10) ids, and PR metrics of the top-1 ranked by `confidence`."""
     best_correct = np.array([r[0] in pos for r, pos in zip(ranked, positives)])
     n_with_match = sum(1 for pos in positives if pos)
-    precision, recall, _ = precision_recall(scores[:, 0], best_correct, n_with_match)
+    finite = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=-np.inf)
+    precision, recall, _ = precision_recall(finite, best_correct, n_with_match)
     return {
         "recall": {str(n): r for n, r in recall_at_n(ranked, positives, RECALL_NS).items()},
         "auc": pr_auc(precision, recall),
         "recall_at_100p": recall_at_precision(precision, recall, 1.0),
         "_curve": (precision, recall),
         "_top1": ranked[:, 0],
-        "_top1_score": scores[:, 0],
+        "_top1_score": np.asarray(confidence),
         "_correct": best_correct,
     }
 
 
 def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str] = None,
              gt_csv: Optional[str] = None, tolerance: int = 2, backend: str = "torch",
-             save_model: Optional[str] = None) -> Dict:
+             save_model: Optional[str] = None, sequence: Optional[SequenceSettings] = None) -> Dict:
     """Evaluate and write `metrics.json`, `pr_curve.png` and `matches.png` into `out_dir`.
 
     Without a model, builds the off-the-shelf one (pretrained backbone, NetVLAD clustered on the
-    database images) and, with `save_model`, keeps it as a checkpoint.
+    database images) and, with `save_model`, keeps it as a checkpoint. With `sequence`, also
+    scores sequence matching (each query with its predecessors in the folder) beside it.
     """
     out_dir = Path(out_dir)
     db_paths, query_paths = list_images(db_dir), list_images(query_dir)
@@ -71,6 +80,10 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
     queries, q_raw, ms_q = embed_folder(embedder, query_paths, "embed queries")
     result = score_retrieval(db, queries, positives)
     raw = score_retrieval(db_raw, q_raw, positives)
+    seq = None
+    if sequence is not None:
+        margins, ranked = sequence_ranking(db, queries, sequence, k=max(RECALL_NS))
+        seq = ranking_metrics(ranked, margins, positives)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -84,11 +97,16 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
         **{k: v for k, v in result.items() if not k.startswith("_")},
         "raw_pixel_baseline": {k: v for k, v in raw.items() if not k.startswith("_")},
     }
+    if seq is not None:
+        metrics["sequence"] = {"length": sequence.length,
+                               **{k: v for k, v in seq.items() if not k.startswith("_")}}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     title = f"{Path(db_dir).name} → {Path(query_dir).name}"
-    plot_pr_curves({"NetVLAD": (*result["_curve"], result["auc"]),
-                    "raw pixels": (*raw["_curve"], raw["auc"])},
-                   out_dir / "pr_curve.png", title=title)
+    curves = {"NetVLAD": (*result["_curve"], result["auc"])}
+    if seq is not None:
+        curves[f"NetVLAD, sequence of {sequence.length}"] = (*seq["_curve"], seq["auc"])
+    curves["raw pixels"] = (*raw["_curve"], raw["auc"])
+    plot_pr_curves(curves, out_dir / "pr_curve.png", title=title)
     examples = pick_examples(result["_correct"], result["_top1_score"])
     plot_match_pairs([(query_paths[i], db_paths[result["_top1"][i]],
                        float(result["_top1_score"][i]), bool(result["_correct"][i]))
@@ -115,7 +133,11 @@ def _make_embedder(db_paths, model_path, backend, save_model):
 def format_table(metrics: Dict) -> str:
     """Recall table of the model beside the raw-pixel baseline, for the terminal."""
     rows = [("method", "R@1", "R@5", "R@10", "AUC", "R@100P")]
-    for name, m in (("NetVLAD", metrics), ("raw pixels", metrics["raw_pixel_baseline"])):
+    methods = [("NetVLAD", metrics)]
+    if "sequence" in metrics:
+        methods.append((f"NetVLAD, sequence of {metrics['sequence']['length']}", metrics["sequence"]))
+    methods.append(("raw pixels", metrics["raw_pixel_baseline"]))
+    for name, m in methods:
         rows.append((name, *(f"{m['recall'][n]:.3f}" for n in ("1", "5", "10")),
                      f"{m['auc']:.3f}", f"{m['recall_at_100p']:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

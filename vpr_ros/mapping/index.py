@@ -121,19 +121,21 @@ class VectorIndex:
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """(len(ids), dim) stored descriptors (decoded codes for ivfpq) of keyframe `ids`.
+    @property
+    def stores_vectors(self) -> bool:
+        """True for the kinds that can give back every stored descriptor (flat, fp16).
 
-        Exact indexes hold keyframe k at position k (ids are assigned in insertion order); an
-        IVF index looks ids up in a hash table it builds on first use and keeps up to date.
+        ivfpq keeps 4-bit fast-scan codes only, and FAISS 1.15 crashes decoding them from a
+        loaded index, so it is not offered.
         """
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        ivf = faiss.try_extract_index_ivf(self.index)
-        if ivf is None:
-            return self.index.index.reconstruct_batch(ids)
-        if ivf.direct_map.type == faiss.DirectMap.NoMap:
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return self.index.reconstruct_batch(ids)
+        return self.spec.kind != "ivfpq"
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k)."""
+        if not self.stores_vectors:
+            raise ValueError("an ivfpq map keeps compressed codes only and cannot give back stored "
+                             "descriptors; use a flat or fp16 map")
+        return self.index.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
 
     def _search_index(self) -> faiss.Index:
         if not self.use_gpu:

@@ -122,6 +122,11 @@ class KeyframeMap:
         self._keyframes.extend(added)
         return ids
 
+    @property
+    def stores_descriptors(self) -> bool:
+        """True when `descriptors` can give back stored descriptors (flat and fp16 maps)."""
+        return self._index.stores_vectors
+
     def descriptors(self, keyframe_ids) -> np.ndarray:
         """(n, dim) float32 stored descriptors of `keyframe_ids` (for exact re-scoring)."""
         ids = np.asarray(keyframe_ids, dtype=np.int64).reshape(-1)
