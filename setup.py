@@ -26,6 +26,7 @@ setup(
         "numpy>=1.21",
         "opencv-python-headless>=4.5",
         "faiss-cpu>=1.7.3",
+        "threadpoolctl>=3.1",
         "PyYAML>=5.4",
         "tqdm>=4.60",
         "matplotlib>=3.5",

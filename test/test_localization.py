@@ -279,7 +279,14 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
     assert len(events) == 100 and all(e["schema"] == 2 for e in events)
     accepted = [e for e in events if e["status"] == "accepted"]
     assert len(accepted) > 50, "the day traverse relocalizes against its own keyframes"
-    assert "100 frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "100 frames" in out and "decision sequence: 20 frames" in out
+    assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),
+                 "--config", str(config), "--decision", "chain", "--threshold", "0.35",
+                 "--out", str(events_path)]) == 0
+    assert "decision chain: score >= 0.35, 2 consecutive" in capsys.readouterr().out
+    assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),
+                 "--sequence-length", "0", "--out", str(events_path)]) == 2
 
 
 def test_build_map_from_a_rosbag(gardens_point_bags, tmp_path, fake_model):

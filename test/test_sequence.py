@@ -67,7 +67,7 @@ def test_sequences_recover_a_route_that_single_frames_miss(route):
     results = stream(kf_map, SequenceMatcher(kf_map), route, places, places.astype(float))
     assert single_frame_hits(kf_map, route, places) < 0.8
     assert hits(results, places) >= 0.97
-    assert results[-1].length == 10 and results[-1].step == "time"
+    assert results[-1].length == 20 and results[-1].step == "time"
     right = [r.margin for r, p in zip(results[10:], places[10:]) if abs(r.best.keyframe_id - p) <= 2]
     assert np.median(right) > 0.5, "a right sequence stands out from the trajectories elsewhere"
 
@@ -98,12 +98,13 @@ def test_a_stop_is_handled_when_frames_come_with_positions(route):
     places = np.concatenate([np.arange(20, 40, 1.0), np.full(15, 40.0), np.arange(41, 60, 1.0)])
     stamps = np.arange(len(places), dtype=float)
     positions = [(2.0 * p, 0.0, 0.0) for p in places]       # the robot parks 15 s at place 40
-    with_poses = stream(kf_map, SequenceMatcher(kf_map), route, places, stamps, positions=positions)
+    long = SequenceSettings(length=30)
+    with_poses = stream(kf_map, SequenceMatcher(kf_map, long), route, places, stamps, positions=positions)
     assert all(r.step == "distance" for r in with_poses)
     assert hits(with_poses, places) >= 0.95
     parked = with_poses[34]
-    assert parked.length < 10 + 1, "frames at one spot replace each other instead of piling up"
-    by_time = stream(kf_map, SequenceMatcher(kf_map), route, places, stamps)
+    assert parked.length == 21, "frames at one spot replace each other instead of piling up"
+    by_time = stream(kf_map, SequenceMatcher(kf_map, long), route, places, stamps)
     assert hits(by_time, places) < hits(with_poses, places)
 
 
@@ -113,7 +114,7 @@ def test_restarts_name_their_reason(route):
     places = np.arange(10, 30)
     first = stream(kf_map, matcher, route, places, places.astype(float))
     assert first[0].restart == "start" and all(r.restart is None for r in first[1:])
-    assert first[-1].length == 10
+    assert first[-1].length == 20
     revisit = stream(kf_map, matcher, route, [80, 81, 82], [1000.0, 1001.0, 1002.0])
     assert revisit[0].restart == "gap" and revisit[0].length == 1 and revisit[2].length == 3
     assert stream(kf_map, matcher, route, [83], [1001.5])[0].restart == "out_of_order"
@@ -139,14 +140,16 @@ def test_the_engine_accepts_sequences_and_reports_them(route):
     assert len(accepted) >= 45
     assert all(abs(d.best.keyframe_id - (20 + i)) <= 2 for i, d in enumerate(decisions) if d.accepted)
     event = accepted[-1].to_dict()
-    assert event["sequence"]["length"] == 10 and event["sequence"]["margin"] >= 0.5
+    assert event["sequence"]["length"] == 20 and event["sequence"]["margin"] >= 0.5
     assert event["covariance"] is not None and 0 < event["confidence"] <= 1
-    rejected = [d for d in decisions if not d.accepted]
+    assert [d.reason for d in decisions[:4]] == ["sequence_short"] * 4
+    rejected = [d for d in decisions[4:] if not d.accepted]
     assert all(d.reason == "sequence_ambiguous" and "margin" in d.detail for d in rejected)
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"sequence_length": 0}, "sequence_length must be >= 1"),
+    ({"sequence_length": 4, "sequence_min_length": 5}, "sequence_min_length must be in 1..sequence_length"),
     ({"sequence_speed_min": 1.3, "sequence_speed_max": 1.2}, "speed range is inverted"),
     ({"sequence_speed_steps": 3, "sequence_speed_min": 1.0, "sequence_speed_max": 1.0},
      "sequence_speed_steps > 1 needs"),
@@ -157,6 +160,10 @@ def test_the_engine_accepts_sequences_and_reports_them(route):
 def test_bad_sequence_settings_are_refused_naming_the_parameter(overrides, message):
     with pytest.raises(ValueError, match=message):
         EngineConfig(**overrides)
+
+
+def test_the_matcher_defaults_are_the_engine_defaults():
+    assert EngineConfig().sequence_settings() == SequenceSettings()
 
 
 def test_sequence_decisions_need_a_map_that_keeps_its_descriptors():

@@ -17,6 +17,7 @@ from vpr_ros.evaluation.metric import AXES, UNITS, evaluate_positions
 from vpr_ros.io.atomic import atomic_path, atomic_write_text
 from vpr_ros.io.sources import count_frames
 from vpr_ros.localization import EngineConfig, LocalizationEngine, replay
+from vpr_ros.localization.config import DECISIONS
 from vpr_ros.mapping import KeyframeMap
 from vpr_ros.runtime.embedder import load_embedder
 
@@ -28,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model checkpoint the map was built with")
     parser.add_argument("--backend", default="auto", help="embedding backend: auto, torch, onnxruntime, tensorrt")
     parser.add_argument("--config", help="engine YAML (EngineConfig fields, optionally under `engine:`)")
+    parser.add_argument("--decision", choices=DECISIONS, help="override the config's decision mode")
+    parser.add_argument("--threshold", type=float, help="override score_threshold (single, chain)")
+    parser.add_argument("--sequence-length", type=int, help="override sequence_length")
+    parser.add_argument("--sequence-threshold", type=float, help="override sequence_threshold")
     parser.add_argument("--batch-size", type=int, default=8, help="frames embedded together (default 8)")
     parser.add_argument("--out", required=True, help="events file (JSON lines, written atomically)")
     pose_options.add_arguments(parser, "the true poses the relocalizations are scored against")
@@ -40,11 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="position axes the error and coverage are computed on (default xyz)")
 
 
-def load_config(path) -> EngineConfig:
-    """The engine config for a fixed map: the YAML's values, with mode forced to localization."""
-    if path:
-        return EngineConfig.from_yaml(path, mode="localization")
-    return EngineConfig(mode="localization")
+def load_config(args) -> EngineConfig:
+    """The engine config for a fixed map: defaults, then the YAML, then the flags; mode localization."""
+    flags = {name: value for name, value in (
+        ("decision", args.decision), ("score_threshold", args.threshold),
+        ("sequence_length", args.sequence_length), ("sequence_threshold", args.sequence_threshold))
+        if value is not None}
+    if args.config:
+        return EngineConfig.from_yaml(args.config, mode="localization", **flags)
+    return EngineConfig(mode="localization", **flags)
+
+
+def describe(config: EngineConfig) -> str:
+    """The settings that decide what is accepted, for the summary."""
+    if config.decision == "sequence":
+        return (f"decision sequence: {config.sequence_length} frames, speeds "
+                f"{config.sequence_speed_min:g}-{config.sequence_speed_max:g}, margin >= "
+                f"{config.sequence_threshold:g}, top_k {config.top_k}")
+    chain = f", {config.temporal_consecutive} consecutive" if config.decision == "chain" else ""
+    return f"decision {config.decision}: score >= {config.score_threshold:g}{chain}, top_k {config.top_k}"
 
 
 def summarize(events) -> str:
@@ -56,7 +75,7 @@ def summarize(events) -> str:
 
 
 def run(args) -> int:
-    config = load_config(args.config)
+    config = load_config(args)
     embedder = load_embedder(args.model, backend=args.backend)
     kf_map = KeyframeMap.load(args.map, expected_fingerprint=embedder.fingerprint)
     if config.verify and not any(kf.features is not None for kf in kf_map.records):
@@ -74,6 +93,7 @@ def run(args) -> int:
             handle.write(json.dumps(event) + "\n")
             events.append({k: event.get(k) for k in ("status", "reason", "latency_ms", "frame_index",
                                                       "pose", "covariance")})
+    print(describe(config))
     print(summarize(events))
     print(f"wrote {args.out}")
     if poses is not None:

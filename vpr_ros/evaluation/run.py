@@ -17,7 +17,7 @@ from vpr_ros.evaluation.retrieval import search_cosine
 from vpr_ros.evaluation.sequence_retrieval import sequence_ranking
 from vpr_ros.io.atomic import atomic_write_text
 from vpr_ros.io.images import list_images, read_image
-from vpr_ros.localization.sequence import SequenceSettings
+from vpr_ros.localization.config import EngineConfig
 
 LOG = logging.getLogger(__name__)
 RECALL_NS = (1, 5, 10)
@@ -63,12 +63,12 @@ def ranking_metrics(ranked: np.ndarray, confidence: np.ndarray, positives: List[
 
 def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str] = None,
              gt_csv: Optional[str] = None, tolerance: int = 2, backend: str = "torch",
-             save_model: Optional[str] = None, sequence: Optional[SequenceSettings] = None) -> Dict:
+             save_model: Optional[str] = None, sequence: Optional[EngineConfig] = None) -> Dict:
     """Evaluate and write `metrics.json`, `pr_curve.png` and `matches.png` into `out_dir`.
 
     Without a model, builds the off-the-shelf one (pretrained backbone, NetVLAD clustered on the
-    database images) and, with `save_model`, keeps it as a checkpoint. With `sequence`, also
-    scores sequence matching (each query with its predecessors in the folder) beside it.
+    database images) and, with `save_model`, keeps it as a checkpoint. With `sequence` (an engine
+    config), also scores its sequence matching (each query with its predecessors in the folder).
     """
     out_dir = Path(out_dir)
     db_paths, query_paths = list_images(db_dir), list_images(query_dir)
@@ -82,7 +82,9 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
     raw = score_retrieval(db_raw, q_raw, positives)
     seq = None
     if sequence is not None:
-        margins, ranked = sequence_ranking(db, queries, sequence, k=max(RECALL_NS))
+        margins, ranked = sequence_ranking(db, queries, sequence.sequence_settings(),
+                                           sequence.sequence_min_length, sequence.top_k,
+                                           max(RECALL_NS))
         seq = ranking_metrics(ranked, margins, positives)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,13 +100,13 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
         "raw_pixel_baseline": {k: v for k, v in raw.items() if not k.startswith("_")},
     }
     if seq is not None:
-        metrics["sequence"] = {"length": sequence.length,
+        metrics["sequence"] = {"length": sequence.sequence_length,
                                **{k: v for k, v in seq.items() if not k.startswith("_")}}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     title = f"{Path(db_dir).name} → {Path(query_dir).name}"
     curves = {"NetVLAD": (*result["_curve"], result["auc"])}
     if seq is not None:
-        curves[f"NetVLAD, sequence of {sequence.length}"] = (*seq["_curve"], seq["auc"])
+        curves[f"NetVLAD, sequence of {sequence.sequence_length}"] = (*seq["_curve"], seq["auc"])
     curves["raw pixels"] = (*raw["_curve"], raw["auc"])
     plot_pr_curves(curves, out_dir / "pr_curve.png", title=title)
     examples = pick_examples(result["_correct"], result["_top1_score"])

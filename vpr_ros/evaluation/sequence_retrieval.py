@@ -15,8 +15,13 @@ from vpr_ros.mapping import Keyframe, KeyframeMap
 
 
 def sequence_ranking(db: np.ndarray, queries: np.ndarray, settings: SequenceSettings,
-                     shortlist: int = 10, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
-    """(margins (Q,), database ids (Q, k) best first, -1 where fewer) for queries in order."""
+                     min_length: int = 1, shortlist: int = 10, k: int = 10
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """(margins (Q,), database ids (Q, k) best first, -1 where fewer) for queries in order.
+
+    Queries whose sequence holds fewer than `min_length` frames get margin -inf (never accepted,
+    as in the engine).
+    """
     kf_map = KeyframeMap.create(db.shape[1], "evaluation")
     kf_map.add(db, [Keyframe("db", float(i)) for i in range(len(db))])
     matcher = SequenceMatcher(kf_map, settings)
@@ -26,7 +31,7 @@ def sequence_ranking(db: np.ndarray, queries: np.ndarray, settings: SequenceSett
     for i in tqdm(range(len(queries)), desc=f"sequences of {settings.length}", unit="query",
                   leave=False):
         result = matcher.update(float(i), queries[i], ids[i], scores[i])
-        margins[i] = result.margin
+        margins[i] = result.margin if result.length >= min_length else -np.inf
         ends = [h.keyframe_id for h in result.ranked[:k]]
         ranked[i, :len(ends)] = ends
     return margins, ranked

@@ -41,7 +41,9 @@ class EngineConfig:
         max_jump + speed_ratio x (query time step), i.e. the robot moves along the map at a
         plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain
         and restarts a sequence.
-    sequence_length: frames per sequence. sequence_speed_min/max, sequence_speed_steps: relative
+    sequence_length: frames per sequence; sequence_min_length: after a (re)start, frames needed
+        before a sequence may be accepted (a shorter one is too easily unique by chance).
+        sequence_speed_min/max, sequence_speed_steps: relative
         speeds (map distance per query distance, or map time per query time) tried.
         sequence_reverse: also try travel against the map's direction.
     sequence_threshold: minimum margin (in normalized similarity units) of the best trajectory
@@ -54,8 +56,10 @@ class EngineConfig:
         whole map is below this; keyframe_interval_s / keyframe_distance_m: ... or when this much
         time / distance (with poses) passed since the last added keyframe (0 disables).
     store_thumbnails, thumbnail_long_side: keep a small JPEG with each keyframe (match images).
-    search_threads: FAISS threads for the per-frame search. One query is too small to split: on a
-        busy 2-core machine two threads made a 100-keyframe search 6x slower (14.6 vs 2.5 ms).
+    search_threads: FAISS and BLAS threads for the per-frame search and sequence scoring. One
+        query is too small to split: on a busy 2-core machine two FAISS threads made a
+        100-keyframe search 6x slower (14.6 vs 2.5 ms), and numpy's OpenBLAS threads, next to
+        FAISS's OpenMP ones, made a 200 x 13312 matrix-vector product 20x slower (15.6 vs 0.7 ms).
     """
 
     mode: str = "localization"
@@ -72,12 +76,13 @@ class EngineConfig:
     temporal_max_jump_s: float = 3.0
     temporal_speed_ratio: float = 3.0
     temporal_max_gap_s: float = 5.0
-    sequence_length: int = 10
+    sequence_length: int = 20
+    sequence_min_length: int = 5
     sequence_speed_min: float = 0.8
     sequence_speed_max: float = 1.25
     sequence_speed_steps: int = 5
     sequence_reverse: bool = False
-    sequence_threshold: float = 0.5
+    sequence_threshold: float = 1.4
     sequence_rival_window_s: float = 10.0
     sequence_rival_window_m: float = 10.0
     sequence_min_step_m: float = 1.0
@@ -114,6 +119,8 @@ class EngineConfig:
              "temporal_max_jump_s and temporal_speed_ratio must be >= 0"),
             (self.temporal_max_gap_s > 0, "temporal_max_gap_s must be > 0"),
             (self.sequence_length >= 1, "sequence_length must be >= 1"),
+            (1 <= self.sequence_min_length <= self.sequence_length,
+             "sequence_min_length must be in 1..sequence_length"),
             (self.sequence_speed_min > 0, "sequence_speed_min must be > 0"),
             (self.sequence_speed_max >= self.sequence_speed_min,
              "sequence_speed_max must be >= sequence_speed_min (the speed range is inverted)"),

@@ -16,6 +16,7 @@ REASON_EMPTY_MAP = "empty_map"
 REASON_BELOW_THRESHOLD = "below_threshold"
 REASON_TEMPORAL = "temporal_inconsistent"
 REASON_VERIFICATION = "verification_failed"
+REASON_SEQUENCE_SHORT = "sequence_short"
 REASON_SEQUENCE_AMBIGUOUS = "sequence_ambiguous"
 
 
@@ -40,7 +41,8 @@ class Decision:
     """The engine's verdict on one frame; `to_dict()` is the JSON event (schema 2).
 
     status is "accepted" or "rejected"; `reason` says why a frame was rejected (bad_frame,
-    empty_map, below_threshold, temporal_inconsistent, sequence_ambiguous, verification_failed)
+    empty_map, below_threshold, temporal_inconsistent, sequence_short, sequence_ambiguous,
+    verification_failed)
     and `detail` adds a human-readable explanation. `sequence` holds the sequence matcher's
     figures (SequenceResult.to_dict) when the decision mode is "sequence". `pose` is the
     relocalization in the map frame (estimated from the supporting keyframes' poses) and

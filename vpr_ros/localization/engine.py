@@ -10,6 +10,7 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vpr_ros.localization import decision as d
 from vpr_ros.localization.config import EngineConfig
@@ -48,6 +49,7 @@ class LocalizationEngine:
     def __init__(self, keyframe_map: KeyframeMap, embedder=None, config: Optional[EngineConfig] = None):
         self.config = config or EngineConfig()
         faiss.omp_set_num_threads(self.config.search_threads)
+        threadpool_limits(self.config.search_threads, user_api="blas")
         if embedder is not None:
             check_compatible(embedder, keyframe_map)
         self.map = keyframe_map
@@ -253,6 +255,12 @@ class LocalizationEngine:
         best = Candidate(keyframe.id, keyframe.session, keyframe.stamp, hypothesis.similarity,
                          hypothesis.score)
         decision.temporal_count = result.length
+        if result.length < cfg.sequence_min_length:
+            decision.best = best
+            decision.reason = d.REASON_SEQUENCE_SHORT
+            decision.detail = (f"{result.length} of {cfg.sequence_min_length} frames since the "
+                               f"sequence (re)started")
+            return None
         if result.margin < cfg.sequence_threshold:
             decision.best = best
             decision.reason = d.REASON_SEQUENCE_AMBIGUOUS

@@ -51,7 +51,7 @@ class SequenceSettings:
     pass for a sequence. max_gap_s: a longer gap between frames restarts the sequence.
     """
 
-    length: int = 10
+    length: int = 20
     speed_min: float = 0.8
     speed_max: float = 1.25
     speed_steps: int = 5
