@@ -107,12 +107,16 @@ def test_export_command_writes_and_verifies(tmp_path, capsys):
                      "--onnx", str(out)]) == 2
 
 
-def test_onnxruntime_matches_torch_on_gardens_point(gardens_point, tmp_path):
-    """Real images, the real preprocessing and NetVLAD on block 15: descriptors and top-1 agree."""
+@pytest.mark.parametrize("backbone", [
+    {}, {"backbone": "efficientnet_lite0", "backbone_kwargs": {"feature_block": 15}}],
+    ids=["default", "lite0-block15"])
+def test_onnxruntime_matches_torch_on_gardens_point(gardens_point, tmp_path, backbone):
+    """Real images, the real preprocessing and NetVLAD on the default cut-off and the old one
+    (Lite0 block 15): descriptors and top-1 agree."""
     day = list_images(gardens_point / "day_right")
     night = list_images(gardens_point / "night_right")
     model = build_offtheshelf_model([read_image(p) for p in day[5::40]],
-                                    ModelConfig(image_long_side=320, num_clusters=16))
+                                    ModelConfig(image_long_side=320, num_clusters=16, **backbone))
     path = tmp_path / "gp.onnx"
     export_onnx(model, path)
     db_images = [read_image(p) for p in day[::20]]
