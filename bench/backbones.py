@@ -3,7 +3,8 @@ data, reported on the test, with ONNX Runtime ms/frame, in one run.
 
 Every candidate is an ImageNet EfficientNet-Lite cut at one block + NetVLAD (K=64, centers by
 k-means on the db images' local features, as `vpr-ros eval` builds it) at 320 px long side.
-Candidates: Lite0 blocks 10 (end of the stride-16 stage) to 15, Lite2 blocks 14 to 20.
+Candidates: Lite0 blocks 10–15 and Lite2 blocks 14–20 (10 and 14 end the stride-16 stage;
+the others are stride 32).
 
 - Validation (the choice): Gardens Point places 0–99, day_right → night_right and
   day_left → night_right (±2 frames), and Nordland summer → winter (±1, dark/tunnel frames not
@@ -20,7 +21,7 @@ Each image goes through each backbone once: forward hooks keep every candidate b
     python bench/backbones.py                       # datasets from $VPR_ROS_DATASETS
     python bench/backbones.py --out out/bench_backbones --rounds 10
 
-Writes `backbones.csv` and `backbones.png` (mean validation R@1 against ms/frame) into --out.
+Writes `backbones.csv` and `backbones.png` (mean validation R@1 against CPU ms/frame) into --out.
 """
 import argparse
 import csv
@@ -199,7 +200,8 @@ def choose(rows: List[Dict], pairs: List[Pair], budget_ms: float) -> Optional[Di
 
 
 def print_table(rows: List[Dict], pairs: List[Pair], title: str) -> None:
-    header = ["candidate", "ch", "dim", "CPU ms", "wall ms", "wall ms loaded"] + [f"{p.name} {m}" for p in pairs for m in METRICS]
+    header = ["candidate", "ch", "dim", "CPU ms", "wall ms", "wall ms loaded"]
+    header += [f"{p.name} {m}" for p in pairs for m in METRICS]
     print(f"\n{title}\n" + " | ".join(header))
     for row in rows:
         cells = [f"{SHORT[row['backbone']]} {row['block']}", str(row["channels"]),

