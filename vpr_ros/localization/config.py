@@ -58,8 +58,7 @@ class EngineConfig:
     store_thumbnails, thumbnail_long_side: keep a small JPEG with each keyframe (match images).
     search_threads: FAISS and BLAS threads for the per-frame search and sequence scoring. One
         query is too small to split: on a busy 2-core machine two FAISS threads made a
-        100-keyframe search 6x slower (14.6 vs 2.5 ms), and numpy's OpenBLAS threads, next to
-        FAISS's OpenMP ones, made a 200 x 13312 matrix-vector product 20x slower (15.6 vs 0.7 ms).
+        100-keyframe search 6x slower (14.6 vs 2.5 ms); see SequenceMatcher for BLAS.
     """
 
     mode: str = "localization"

@@ -6,15 +6,17 @@ their kernel density whose basin holds the anchor (the matched keyframe, or a se
 keyframe); the position is that mode and the orientation is the anchor's. The covariance
 (6x6, ROS order x y z rot_x rot_y rot_z) is what the evidence says:
 
-    Sigma_pos = k(c)^2 * (S / (n_eff - 1) + spacing^2 / 12 * I3)
+    Sigma_pos = k(c)^2 * (V + spacing^2 / 12 * I3),   V = S / (n_eff - 1) or S (see below)
     Sigma_rot = k(c)^2 * (R + rotation_floor^2 * I3)     (diagonal)
     k(c)      = 1 + confidence_gain * (1 - c),  c clipped to [0, 1]
 
 - S: weighted covariance of the mode's keyframe positions about the mode, with
-  n_eff = (sum w)^2 / sum w^2 the effective number of votes. The mode is a weighted mean of
-  the votes, so its error is their spread over n_eff; dividing by n_eff - 1 instead is the
-  small-sample (Bessel) correction of the weighted spread. One vote (n_eff = 1) gives no
-  spread term.
+  n_eff = (sum w)^2 / sum w^2 the effective number of votes. Independent votes (noisy looks
+  at one place, e.g. a frame's shortlist): the mode is a weighted mean of them, so its error
+  is their spread over n_eff; dividing by n_eff - 1 instead is the small-sample (Bessel)
+  correction, V = S / (n_eff - 1), and one vote (n_eff = 1) gives no spread term.
+  Alternatives (places the evidence cannot tell apart, e.g. a sequence's end keyframes):
+  the robot is at one of them, so their spread is the uncertainty itself, V = S.
 - spacing^2 / 12: the robot is anywhere between two keyframes `spacing` apart; a uniform
   position over one spacing has this variance. It is the floor when the votes agree.
 - R: per-axis mean square of the mode keyframes' orientations about the anchor's (rotation
@@ -25,12 +27,8 @@ keyframe); the position is that mode and the orientation is the anchor's. The co
   linearly up to (1 + confidence_gain) times at zero confidence; finite by design (filters
   reject infinite covariances).
 
-Measured on Gardens Point (day_right map of all 200 frames, night_right queries, frame index
-as the along-track coordinate, spacing 1 place; off-the-shelf model, threshold 0.4, support
-the top-10 candidates weighted by cosine score, confidence from the engine): with 3
-consecutive frames 99 accepted, median error 0.96 places, 2-sigma coverage 0.96; single
-frames 137 accepted, median 0.97 places, coverage 0.93 (the misses are wrong places 5-10
-frames away, which no Gaussian covers).
+Measured figures (Gardens Point with the frame index as the along-track coordinate) are in the
+README, with the commands that give them.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -98,7 +96,8 @@ def _check(anchor, support, spacing_m: float, confidence: float):
 
 def estimate_pose(anchor: Pose, support: Sequence[Tuple[Pose, float]], spacing_m: float,
                   confidence: float, *, bandwidth_m: Optional[float] = None,
-                  rotation_floor_rad: float = 0.1, confidence_gain: float = 1.0) -> PoseEstimate:
+                  rotation_floor_rad: float = 0.1, confidence_gain: float = 1.0,
+                  independent_votes: bool = True) -> PoseEstimate:
     """The pose of the query and its covariance from the anchor keyframe and its support.
 
     anchor: pose of the matched keyframe (it picks the mode and gives the orientation).
@@ -108,6 +107,10 @@ def estimate_pose(anchor: Pose, support: Sequence[Tuple[Pose, float]], spacing_m
     confidence: the match confidence in [0, 1] (values outside are clipped).
     bandwidth_m: mean-shift kernel width; default 2 * spacing_m, so neighbours of the anchor
         vote together and a place 6 bandwidths away never pulls.
+    independent_votes: True when each vote is a noisy look at the same place (a shortlist):
+        the mode's error is the votes' spread over n_eff - 1. False when the votes are places
+        the evidence cannot tell apart (a sequence's end keyframes): their spread S itself is
+        how far along the route the robot may be.
     See the module docstring for the covariance formula.
     """
     anchor, poses, weights = _check(anchor, support, spacing_m, confidence)
@@ -126,9 +129,10 @@ def estimate_pose(anchor: Pose, support: Sequence[Tuple[Pose, float]], spacing_m
     rotation_var = np.zeros(3)
     if w.sum() > 0.0:
         offsets = points[inliers] - mode
-        n_eff = w.sum() ** 2 / (w ** 2).sum()
-        if n_eff > 1.0 + 1e-9:
-            spread = (w[:, None] * offsets).T @ offsets / w.sum() / (n_eff - 1.0)
+        spread = (w[:, None] * offsets).T @ offsets / w.sum()
+        if independent_votes:
+            n_eff = w.sum() ** 2 / (w ** 2).sum()
+            spread = spread / (n_eff - 1.0) if n_eff > 1.0 + 1e-9 else np.zeros((3, 3))
         residuals = quaternion.rotation_vector(
             quaternion.multiply(poses[inliers, 3:], quaternion.conjugate(anchor[3:])))
         rotation_var = w @ residuals ** 2 / w.sum()
