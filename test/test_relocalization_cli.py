@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bag_poses import IMAGE_TOPIC, image_of, jpeg_image, odometry, tf_message, write_bag
+from test_localization import PixelEmbedder
 from vpr_ros.cli import main
 from vpr_ros.mapping import KeyframeMap
 
@@ -14,21 +15,10 @@ T0 = 1_700_000_000.0
 NAMES = [f"Image{2 * i:03d}.jpg" for i in range(12)]
 
 
-class PixelEmbedder:
-    """Fake Embedder: 8x8 grey thumbnail, mean-removed and L2-normalized."""
+class PoseEmbedder(PixelEmbedder):
+    """The engine tests' pixel embedder, as a model of its own (maps of these tests are apart)."""
 
-    dim = 64
     fingerprint = "fake-pixels-8x8-poses"
-
-    def embed(self, images):
-        rows = []
-        for image in images:
-            h, w = image.shape[:2]
-            grey = image.mean(axis=2)[: h // 8 * 8, : w // 8 * 8]
-            small = grey.reshape(8, h // 8, 8, w // 8).mean(axis=(1, 3)).reshape(-1)
-            small = small - small.mean()
-            rows.append(small / np.linalg.norm(small))
-        return np.asarray(rows, dtype=np.float32)
 
 
 @pytest.fixture
@@ -36,7 +26,7 @@ def fake_model(monkeypatch):
     from vpr_ros.commands import build_map, localize
 
     for module in (build_map, localize):
-        monkeypatch.setattr(module, "load_embedder", lambda checkpoint=None, backend="auto": PixelEmbedder())
+        monkeypatch.setattr(module, "load_embedder", lambda checkpoint=None, backend="auto": PoseEmbedder())
 
 
 def _images(sample_dir, t0, condition="day_right"):

@@ -259,16 +259,15 @@ class LocalizationEngine:
                          hypothesis.score)
         decision.temporal_count = result.length
         if result.length < cfg.sequence_min_length:
-            decision.best = best
             decision.reason = d.REASON_SEQUENCE_SHORT
             decision.detail = (f"{result.length} of {cfg.sequence_min_length} frames since the "
                                f"sequence (re)started")
-            return None
-        if result.margin < cfg.sequence_threshold:
-            decision.best = best
+        elif result.margin < cfg.sequence_threshold:
             decision.reason = d.REASON_SEQUENCE_AMBIGUOUS
             decision.detail = (f"margin {result.margin:.2f} over the best trajectory elsewhere < "
                                f"threshold {cfg.sequence_threshold:.2f} ({result.length} frames)")
+        if decision.reason is not None:
+            decision.best = best
             return None
         return best
 
