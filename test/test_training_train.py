@@ -20,7 +20,8 @@ def tiny_config(root, out, **changes) -> dict:
     """12 places × 3 walks of 64×64 images, a 40-channel backbone cut and 4 NetVLAD clusters."""
     config = {
         "output_dir": str(out),
-        "model": {"image_long_side": 64, "num_clusters": 4, "backbone_kwargs": {"feature_block": 4}},
+        "model": {"backbone": "efficientnet_lite0", "image_long_side": 64, "num_clusters": 4,
+                  "backbone_kwargs": {"feature_block": 4}},
         "data": {
             "train": {"kind": "aligned", "root": str(root), "db_traversals": TRAVERSALS,
                       "query_traversals": TRAVERSALS, "places": [0, 8], "pos_radius": 1,
