@@ -58,19 +58,18 @@ def parse_args(argv=None):
     parser.add_argument("--dims", default="256,default", help="descriptor dims to time "
                         "('default': the default model's)")
     parser.add_argument("--max-gb", type=float, default=6.0, help="largest flat map to build")
-    parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
     parser.add_argument("--out", type=Path, default=Path("out/bench_sequence"))
     return parser.parse_args(argv)
 
 
-def embed_pairs(root: Path, backend: str):
+def embed_pairs(root: Path):
     """Descriptors of each db traversal and of night_right with a model clustered on that db."""
     night = list_images(root / "night_right")
     pairs = {}
     for db_name in ("day_right", "day_left"):
         db = list_images(root / db_name)
         model = build_offtheshelf_model(read_image(p) for p in db)
-        embedder = load_embedder(model=model, backend=backend)
+        embedder = load_embedder(model=model, backend="torch")
         pairs[db_name] = (embed_folder(embedder, db, f"embed {db_name}")[0],
                           embed_folder(embedder, night, "embed night_right")[0])
     return pairs, model.output_dim
@@ -185,7 +184,7 @@ def main(argv=None) -> int:
         print(f"Gardens Point not found in {args.datasets}; set --datasets or $VPR_ROS_DATASETS")
         return 2
     lengths = [int(v) for v in args.lengths.split(",")]
-    pairs, default_dim = embed_pairs(root, args.backend)
+    pairs, default_dim = embed_pairs(root)
     recalls = recall_rows(pairs, lengths)
     dims = [default_dim if d == "default" else int(d) for d in args.dims.split(",")]
     length = EngineConfig().sequence_length

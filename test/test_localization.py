@@ -289,6 +289,22 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
                  "--sequence-length", "0", "--out", str(events_path)]) == 2
 
 
+def test_build_map_extends_a_map_left_aside_by_a_crashed_save(sample_dir, tmp_path, fake_model):
+    from vpr_ros.cli import main
+
+    map_dir = tmp_path / "map"
+    day = ["build-map", "--source", str(sample_dir / "day_right"), "--every", "10"]
+    assert main(day + ["--session", "day", "--out", str(map_dir)]) == 0
+    map_dir.rename(tmp_path / ".map.previous-crash")      # a crash between the save's two renames
+    assert main(day + ["--session", "again", "--out", str(map_dir)]) == 0
+    assert KeyframeMap.load(map_dir).sessions["day"]["keyframes"] == 10, "the old map is never lost"
+    assert len(KeyframeMap.load(map_dir)) == 20
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(day + ["--out", str(tmp_path / "notes")]) == 2
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
 def test_build_map_from_a_rosbag(gardens_point_bags, tmp_path, fake_model):
     from vpr_ros.cli import main
 

@@ -12,7 +12,7 @@ from vpr_ros.io.sources import count_frames
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
 from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
 from vpr_ros.mapping.builder import add_frames
-from vpr_ros.mapping.keyframe_map import MANIFEST
+from vpr_ros.mapping.storage import resolve_map_dir
 from vpr_ros.runtime.embedder import load_embedder
 
 
@@ -35,14 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_or_create_map(out: Path, embedder, index_kind) -> KeyframeMap:
-    """The map in `out` (must come from the same model), or a new one."""
-    if (out / MANIFEST).is_file():
-        kf_map = KeyframeMap.load(out, expected_fingerprint=embedder.fingerprint)
-        if index_kind and index_kind != kf_map.index_spec.kind:
-            raise ValueError(f"map {out} uses a {kf_map.index_spec.kind} index; extending it with "
-                             f"--index {index_kind} is not possible (omit --index, or build a new map)")
-        return kf_map
-    return KeyframeMap.create(embedder.dim, embedder.fingerprint, index=index_kind or "flat")
+    """The map in `out` (must come from the same model), or a new one.
+
+    The storage layer decides what is on disk, so a map left aside by a save that crashed
+    between its two renames is extended, never replaced; an existing folder that is not a map
+    (and not empty) is refused rather than overwritten.
+    """
+    try:
+        root = resolve_map_dir(out)
+    except FileNotFoundError:
+        root = None
+    if root is None or (root == out and out.is_dir() and not any(out.iterdir())):
+        return KeyframeMap.create(embedder.dim, embedder.fingerprint, index=index_kind or "flat")
+    kf_map = KeyframeMap.load(out, expected_fingerprint=embedder.fingerprint)
+    if index_kind and index_kind != kf_map.index_spec.kind:
+        raise ValueError(f"map {out} uses a {kf_map.index_spec.kind} index; extending it with "
+                         f"--index {index_kind} is not possible (omit --index, or build a new map)")
+    return kf_map
 
 
 def run(args) -> int:

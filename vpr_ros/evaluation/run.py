@@ -45,11 +45,15 @@ def score_retrieval(db: np.ndarray, queries: np.ndarray, positives: List[set]) -
 
 
 def ranking_metrics(ranked: np.ndarray, confidence: np.ndarray, positives: List[set]) -> Dict:
-    """Recall@N of `ranked` (Q, ≥10) ids, and PR metrics of the top-1 ranked by `confidence`."""
+    """Recall@N of `ranked` (Q, ≥10) ids, and PR metrics of the top-1 ranked by `confidence`.
+
+    A query whose confidence is -inf or nan is never accepted (e.g. a sequence still too short).
+    """
     best_correct = np.array([r[0] in pos for r, pos in zip(ranked, positives)])
     n_with_match = sum(1 for pos in positives if pos)
-    finite = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=-np.inf)
-    precision, recall, _ = precision_recall(finite, best_correct, n_with_match)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    decided = np.isfinite(confidence) | (confidence == np.inf)     # -inf / nan: never accepted
+    precision, recall, _ = precision_recall(confidence[decided], best_correct[decided], n_with_match)
     return {
         "recall": {str(n): r for n, r in recall_at_n(ranked, positives, RECALL_NS).items()},
         "auc": pr_auc(precision, recall),
