@@ -208,6 +208,16 @@ def test_checkpoint_fingerprint_mismatch_is_an_error(tmp_path):
         load_checkpoint(path)
 
 
+def test_text_file_as_checkpoint_is_one_line_naming_it(tmp_path):
+    text = tmp_path / "config.yaml"
+    text.write_text("backbone: lite2\nclusters: 64\n")
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(text)
+    message = str(info.value)
+    assert "\n" not in message and str(text) in message and "not a vpr_ros checkpoint" in message
+    assert "weights_only" not in message
+
+
 def test_not_a_checkpoint_or_wrong_version_is_a_clear_error(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")

@@ -38,8 +38,11 @@ def read_checkpoint(path) -> dict:
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a vpr_ros checkpoint (cannot be read: {err}); "
-                         f"create one with vpr-ros eval --save-model or training") from err
+        # torch's own message spans many lines and suggests weights_only=False (unsafe): one
+        # line naming the file and the error type is what a user needs.
+        raise ValueError(f"{path} is not a vpr_ros checkpoint (torch cannot read it as weights: "
+                         f"{type(err).__name__}); create one with `vpr-ros eval --save-model` "
+                         f"or training") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a vpr_ros checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:
