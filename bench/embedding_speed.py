@@ -18,6 +18,13 @@ an option for CPUs with VNNI/AMX, not shipped: check Recall@N before using such 
 `--gardens-point DIR` clusters NetVLAD on day_right images (instead of random centers), calibrates
 INT8 on day_left, and prints day_right → night_right Recall@1/5 (±2 frames, all 200 queries) for
 each ONNX Runtime variant, so speed and accuracy come from the same model.
+
+Where TensorRT 10.3+, pycuda and a CUDA GPU are present, each size also gets `tensorrt-fp16` and
+`tensorrt-int8` rows at batch 1 (preprocessing included, the same frames as the other rows). The
+engines come from `vpr_ros.export.tensorrt_build.build_engine`, as `vpr-ros build-engine` makes
+them (INT8 calibrated on `--calib`, Gardens Point day_left, or the bench frames), beside the
+temporary ONNX export, so each run builds them again (minutes on a Jetson). Without TensorRT, one
+line says the rows were skipped and why; `--no-tensorrt` skips them on purpose.
 """
 import argparse
 import os
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -179,6 +186,7 @@ def bench_size(width: int, height: int, args, tmp: Path, rng) -> List[tuple]:
                 print(f"  {backend:<16} Gardens Point dayR→nightR R@1 {recall[1]:.3f} "
                       f"R@5 {recall[5]:.3f}", flush=True)
     rows = []
+    size = f"{width}x{height}"
     for batch in args.batches:
         results = {}
         for backend, path in backends.items():
@@ -188,11 +196,70 @@ def bench_size(width: int, height: int, args, tmp: Path, rng) -> List[tuple]:
                 embedder = OnnxRuntimeEmbedder(path, batch_size=batch, threads=args.threads)
             r = results[backend] = time_embedder(embedder, frames, batch, args.iterations,
                                                  args.warmup)
-            rows.append((f"{width}x{height}", batch, backend, r))
-            print(f"  batch {batch} {backend:<16} min {r['min']:7.1f}  p50 {r['p50']:7.1f}  "
-                  f"p99 {r['p99']:7.1f} ms/frame  {r['fps']:6.1f} frames/s  "
-                  f"cpu {r['cpu_ms']:7.1f} ms/frame", flush=True)
+            rows.append((size, batch, backend, r))
+            print_row(batch, backend, r)
         print_ratios(batch, results)
+    if getattr(args, "tensorrt_ok", False):
+        calib = args.calib or (Path(args.gardens_point) / "day_left" if args.gardens_point
+                               else None)
+        rows += tensorrt_rows(onnx_path, model.fingerprint(), frames, size, args, calib)
+    return rows
+
+
+def print_row(batch: int, backend: str, r: Dict[str, float]) -> None:
+    print(f"  batch {batch} {backend:<16} min {r['min']:7.1f}  p50 {r['p50']:7.1f}  "
+          f"p99 {r['p99']:7.1f} ms/frame  {r['fps']:6.1f} frames/s  "
+          f"cpu {r['cpu_ms']:7.1f} ms/frame", flush=True)
+
+
+TENSORRT_PRECISIONS = ("fp16", "int8")
+
+
+def tensorrt_unavailable() -> Optional[str]:
+    """Why TensorRT rows cannot run here (missing tensorrt/pycuda, unsupported TensorRT, no
+    GPU), or None when they can."""
+    try:
+        from vpr_ros.runtime.tensorrt_platform import tensorrt_platform
+
+        version, gpu = tensorrt_platform()
+    except ImportError as err:
+        return f"import failed: {err}"
+    except Exception as err:  # UnsupportedTensorRT, RuntimeError, pycuda's own errors (no driver)
+        return f"{type(err).__name__}: {err}"
+    print(f"TensorRT {version} on '{gpu}': tensorrt-fp16/int8 rows at batch 1")
+    return None
+
+
+def tensorrt_rows(onnx_path: Path, fingerprint: str, frames: List[np.ndarray], size: str, args,
+                  calib_dir=None) -> List[tuple]:
+    """Time TensorRT fp16 and int8 engines of `onnx_path` at batch 1 on `frames`; print and
+    return the rows. Engines are built (or reused) by the package's `build_engine`; INT8 is
+    calibrated on `calib_dir`, or on `frames` written to a folder beside the export."""
+    from vpr_ros.export.tensorrt_build import build_engine
+    from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
+
+    if calib_dir is None:
+        import cv2
+
+        calib_dir = onnx_path.with_name(f"{onnx_path.stem}_calib")
+        calib_dir.mkdir(exist_ok=True)
+        for i, frame in enumerate(frames):
+            cv2.imwrite(str(calib_dir / f"frame{i:03d}.png"),
+                        cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    rows = []
+    for precision in TENSORRT_PRECISIONS:
+        backend = f"tensorrt-{precision}"
+        try:
+            engine = build_engine(onnx_path, precision,
+                                  calib_dir=calib_dir if precision == "int8" else None)
+            embedder = TensorRTEmbedder(engine, batch_size=1, precision=precision,
+                                        expected_fingerprint=fingerprint)
+        except Exception as err:  # one failed engine must not lose the other row or the summary
+            print(f"  batch 1 {backend:<16} failed: {type(err).__name__}: {err}", flush=True)
+            continue
+        r = time_embedder(embedder, frames, 1, args.iterations, args.warmup)
+        rows.append((size, 1, backend, r))
+        print_row(1, backend, r)
     return rows
 
 
@@ -227,12 +294,18 @@ def main(argv=None) -> int:
                         help="cut-off block (default: ModelConfig's; needed with --backbone)")
     parser.add_argument("--clusters", type=int, default=64)
     parser.add_argument("--whitening-dim", type=int, help="add PCA-whitening to this dim")
+    parser.add_argument("--no-tensorrt", action="store_true",
+                        help="skip the TensorRT fp16/int8 rows even where TensorRT is present")
     args = parser.parse_args(argv)
     if args.backbone and args.feature_block is None:
         parser.error("--backbone needs --feature-block (block numbers differ per backbone)")
 
     print(f"cpu cores {os.cpu_count()}, threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.1f} (other processes skew wall times; CPU ms/frame less so)")
+    reason = "--no-tensorrt" if args.no_tensorrt else tensorrt_unavailable()
+    if reason is not None:
+        print(f"TensorRT rows skipped: {reason}")
+    args.tensorrt_ok = reason is None
     rng = np.random.default_rng(0)
     rows: List[tuple] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -240,7 +313,7 @@ def main(argv=None) -> int:
             rows += bench_size(width, height, args, Path(tmp), rng)
     best = {}
     for size, _, backend, r in rows:
-        if backend.startswith("onnxruntime"):
+        if backend.startswith(("onnxruntime", "tensorrt")):
             best[(size, backend)] = max(best.get((size, backend), 0.0), r["fps"])
     print()
     for (size, backend), fps in best.items():
