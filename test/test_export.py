@@ -8,14 +8,14 @@ onnx = pytest.importorskip("onnx", reason="the onnx package is needed to export 
 from vpr_ros.cli import main as cli_main  # noqa: E402
 from vpr_ros.export.metadata import (INPUT_NAME, MAX_OPSET, OUTPUT_NAME,  # noqa: E402
                                      OnnxModelInfo, read_onnx_info)
-from vpr_ros.export.onnx_export import (cached_onnx_path, ensure_onnx,  # noqa: E402
-                                        export_onnx, max_abs_difference)
+from vpr_ros.export.onnx_export import cached_onnx_path, ensure_onnx, export_onnx  # noqa: E402
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.model import ModelConfig, build_model  # noqa: E402
 from vpr_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
 from vpr_ros.runtime.embedder import TorchEmbedder  # noqa: E402
-from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder, create_session  # noqa: E402
+from vpr_ros.runtime.onnxruntime_backend import (OnnxRuntimeEmbedder, create_session,  # noqa: E402
+                                                 max_abs_difference)
 
 
 def tiny_model(backbone="efficientnet_lite0", whitening_dim=24):
@@ -131,3 +131,26 @@ def test_onnxruntime_matches_torch_on_gardens_point(gardens_point, tmp_path, bac
     worst, min_cos = max_abs_difference(model, path, [np.random.default_rng(0).random(
         (2, 3, 192, 320), dtype=np.float32)])
     assert worst <= 1e-4 and min_cos >= 0.9999
+
+
+def _imported_modules(module_file):
+    import ast
+
+    tree = ast.parse(open(module_file, encoding="utf-8").read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_export_and_backends_depend_one_way():
+    """The runtime may export on the fly; the exporter never imports the runtime's backends."""
+    import vpr_ros.export.onnx_export as onnx_export
+    import vpr_ros.runtime.backends as backends
+
+    assert "vpr_ros.export.onnx_export" in _imported_modules(backends.__file__)
+    exporter_imports = _imported_modules(onnx_export.__file__)
+    assert not {"vpr_ros.runtime.backends", "vpr_ros.runtime.onnxruntime_backend"} & exporter_imports

@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from vpr_ros.export.onnx_export import export_onnx, max_abs_difference
+    from vpr_ros.export.onnx_export import export_onnx
     from vpr_ros.model.checkpoint import load_checkpoint
+    from vpr_ros.runtime.onnxruntime_backend import max_abs_difference
 
     model = load_checkpoint(args.checkpoint)
     info = export_onnx(model, args.onnx, opset=args.opset)

@@ -4,14 +4,15 @@ Uses the TorchScript-based exporter (`dynamo=False`): it handles the dynamic bat
 width axes of this all-convolutional graph directly and emits opset ≤ 17 as TensorRT 10.3 on
 JetPack 6 needs. The vpr_ros metadata (fingerprint, image long side, dim) rides along in
 `metadata_props` so the robot needs nothing but the ONNX file.
+
+The runtime calls in here (`ensure_onnx`, for on-the-fly exports) and this module never imports
+the runtime's backends: checking an export against ONNX Runtime lives on the runtime side,
+`vpr_ros.runtime.onnxruntime_backend.max_abs_difference`.
 """
 import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
-
-import numpy as np
 
 from vpr_ros.export.metadata import INPUT_NAME, MAX_OPSET, OUTPUT_NAME, OnnxModelInfo
 from vpr_ros.io.atomic import atomic_write_bytes
@@ -89,25 +90,3 @@ def ensure_onnx(model, checkpoint) -> Path:
         LOG.info("exporting %s to %s (once; later runs reuse it)", checkpoint, path)
         export_onnx(model, path)
     return path
-
-
-def max_abs_difference(model, onnx_path, inputs: Sequence[np.ndarray],
-                       threads: Optional[int] = None) -> Tuple[float, float]:
-    """(max |Δ| of the descriptors, min cosine) between torch and ONNX Runtime on `inputs`.
-
-    `inputs` are (B, 3, H, W) float32 batches in [0, 1]; each may have its own shape.
-    """
-    import torch
-
-    from vpr_ros.runtime.onnxruntime_backend import create_session
-
-    session = create_session(onnx_path, threads=threads, use_cuda=False)
-    worst, min_cos = 0.0, 1.0
-    model = model.eval()
-    for batch in inputs:
-        with torch.no_grad():
-            expected = model(torch.from_numpy(batch)).cpu().numpy()
-        actual = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        worst = max(worst, float(np.abs(actual - expected).max()))
-        min_cos = min(min_cos, float(np.min(np.sum(actual * expected, axis=1))))
-    return worst, min_cos

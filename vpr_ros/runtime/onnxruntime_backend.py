@@ -1,7 +1,7 @@
 """ONNX Runtime backend: runs the exported graph on the CPU (or CUDA) with no torch on the robot."""
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,26 @@ def create_session(onnx_path, threads: Optional[int] = None, use_cuda: bool = Fa
         raise ValueError(f"ONNX Runtime cannot load {onnx_path} ({type(err).__name__}: {err}); "
                          f"the file is corrupt or not an ONNX model: re-export it with "
                          f"`vpr-ros export`") from err
+
+
+def max_abs_difference(model, onnx_path, inputs: Sequence[np.ndarray],
+                       threads: Optional[int] = None) -> Tuple[float, float]:
+    """(max |Δ| of the descriptors, min cosine) between torch and ONNX Runtime on `inputs`.
+
+    `inputs` are (B, 3, H, W) float32 batches in [0, 1]; each may have its own shape.
+    """
+    import torch
+
+    session = create_session(onnx_path, threads=threads, use_cuda=False)
+    worst, min_cos = 0.0, 1.0
+    model = model.eval()
+    for batch in inputs:
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).cpu().numpy()
+        actual = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        worst = max(worst, float(np.abs(actual - expected).max()))
+        min_cos = min(min_cos, float(np.min(np.sum(actual * expected, axis=1))))
+    return worst, min_cos
 
 
 def cuda_provider_available() -> bool:
