@@ -98,13 +98,22 @@ def test_cached_export_is_keyed_by_fingerprint_and_reused(tmp_path):
 
 
 def test_export_command_writes_and_verifies(tmp_path, capsys):
-    checkpoint, out = tmp_path / "model.pt", tmp_path / "deploy" / "model.onnx"
+    checkpoint, out = tmp_path / "model.pt", tmp_path / "model.onnx"
     save_checkpoint(checkpoint, tiny_model())
     assert cli_main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "max |Δ|" in printed and out.is_file()
     assert cli_main(["export", "--checkpoint", str(tmp_path / "missing.pt"),
                      "--onnx", str(out)]) == 2
+
+
+def test_export_refuses_a_missing_output_directory(tmp_path, caplog):
+    """A typo in the output path is an error, not a silently created directory tree."""
+    checkpoint, out = tmp_path / "model.pt", tmp_path / "no" / "such" / "model.onnx"
+    save_checkpoint(checkpoint, tiny_model())
+    assert cli_main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]) == 2
+    assert f"output directory {out.parent} does not exist" in caplog.text
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("backbone", [

@@ -1,5 +1,6 @@
 """`vpr-ros export`: checkpoint → one ONNX graph (normalization … L2), checked against torch."""
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +24,10 @@ def run(args) -> int:
     from vpr_ros.model.checkpoint import load_checkpoint
     from vpr_ros.runtime.onnxruntime_backend import max_abs_difference
 
+    out_dir = Path(args.onnx).parent
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"output directory {out_dir} does not exist; create it "
+                                f"(mkdir -p {out_dir}) or pick another --onnx path")
     model = load_checkpoint(args.checkpoint)
     info = export_onnx(model, args.onnx, opset=args.opset)
     print(f"wrote {args.onnx}: opset {args.opset}, input 'image' (B,3,H,W) float32 in [0,1], "
