@@ -32,6 +32,11 @@ def test_demo_runs_end_to_end(sample_dir, tmp_path, capsys):
         assert row["frames"] == 100
         assert row["correct"] + row["wrong"] == row["accepted"]
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "demo_poses.png").read_bytes()[:4] == b"\x89PNG"
+    assert "median err" in printed and "place index" in printed
+    sequence = next(row for label, row in summary.items() if label.startswith("sequence"))
+    assert sequence["along_track"]["unit"] == "place" and sequence["along_track"]["count"] == (
+        sequence["accepted"])
     assert len(KeyframeMap.load(out / "map", expected_fingerprint=model.fingerprint())) == 100
 
 

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from vpr_ros.evaluation.loop_closure import (place_from_name, recall_at_full_precision,
                                              replay_descriptors, score_decisions,
                                              sweep_thresholds)
-from vpr_ros.evaluation.plots import plot_loop_closures
+from vpr_ros.evaluation.metric import evaluate_positions
+from vpr_ros.evaluation.plots import plot_along_track, plot_loop_closures
 from vpr_ros.io.atomic import atomic_write_text
 from vpr_ros.io.sources import open_source
 from vpr_ros.localization import EngineConfig
@@ -96,6 +97,19 @@ def _embed(embedder, frames):
     return np.concatenate(descriptors), 1000.0 * seconds / len(frames)
 
 
+def along_track_report(decisions, query_places):
+    """Error and 2-sigma coverage of the accepted relocalizations along the route (place index)."""
+    accepted = [(d, q) for d, q in zip(decisions, query_places) if d.accepted and d.pose is not None]
+    return evaluate_positions([d.pose for d, _ in accepted], [(q, 0.0, 0.0) for _, q in accepted],
+                              [d.covariance for d, _ in accepted], axes="x", unit="place")
+
+
+def _along_track(decisions, query_places):
+    accepted = [(d, q) for d, q in zip(decisions, query_places) if d.accepted and d.pose is not None]
+    return (np.array([q for _, q in accepted], float), np.array([d.pose[0] for d, _ in accepted]),
+            np.array([np.sqrt(d.covariance[0][0]) for d, _ in accepted]))
+
+
 def _decision_modes(args):
     """(label, engine config, threshold swept for R@100%P) of each decision mode compared."""
     base = dict(mode="localization", score_threshold=args.threshold,
@@ -113,6 +127,8 @@ def run(args) -> int:
     sample = args.sample or default_sample()
     args.out.mkdir(parents=True, exist_ok=True)
     mapped = list(open_source(sample / args.db))
+    for frame in mapped:        # Gardens Point has no metric truth: the place index is along-track
+        frame.pose = (float(place_from_name(frame.name)), 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
     queries = list(open_source(sample / args.query))
     embedder = load_embedder(_model_path(args, mapped), backend=args.backend)
 
@@ -124,7 +140,7 @@ def run(args) -> int:
     stamps = [f.stamp for f in queries]
     query_places = [place_from_name(f.name) for f in queries]
 
-    rows, runs = [], {}
+    rows, runs, runs_decisions = [], {}, {}
     for label, config, swept in modes:
         tic = time.perf_counter()
         decisions = replay_descriptors(kf_map, descriptors, stamps, config)
@@ -133,7 +149,9 @@ def run(args) -> int:
         sweep = sweep_thresholds(kf_map, descriptors, stamps, config, swept, SWEEPS[swept],
                                  query_places, keyframe_places, TOLERANCE)
         r100, t100 = recall_at_full_precision(sweep)
-        rows.append((label, outcome, ms_embed + ms_engine, r100, t100))
+        rows.append((label, outcome, ms_embed + ms_engine, r100, t100,
+                     along_track_report(decisions, query_places)))
+        runs_decisions[label] = decisions
         matched = [keyframe_places[d.best.keyframe_id] if d.best else None for d in decisions]
         runs[label] = {"query_places": query_places, "matched_places": matched,
                        "accepted": [d.accepted for d in decisions],
@@ -145,18 +163,27 @@ def run(args) -> int:
                        title=f"{args.db} map ({len(mapped)} keyframes) ← {args.query} queries, "
                              f"score threshold {args.threshold}, sequence threshold "
                              f"{args.sequence_threshold}")
+    plot_along_track({label: _along_track(runs_decisions[label], query_places) for label, *_ in rows},
+                     args.out / "demo_poses.png",
+                     title="relocalizations along the route (place index, not metres)")
     summary = {label: {"frames": o.frames, "accepted": o.accepted, "correct": o.correct,
                        "wrong": o.wrong, "precision": o.precision, "recall": o.recall,
-                       "ms_per_frame": ms, "recall_at_100p": r100, "threshold_at_100p": t100}
-               for label, o, ms, r100, t100 in rows}
+                       "ms_per_frame": ms, "recall_at_100p": r100, "threshold_at_100p": t100,
+                       "along_track": report.to_dict()}
+               for label, o, ms, r100, t100, report in rows}
     atomic_write_text(args.out / "demo.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nmap: {len(kf_map)} {args.db} keyframes; {len(queries)} {args.query} frames relocalized "
           f"(right = within ±{TOLERANCE} frames); score threshold {args.threshold}, chain of "
           f"{args.temporal}, sequence of {args.sequence_length} at margin {args.sequence_threshold}")
     print(f"{'decision':<24}{'frames':>7}{'accepted':>9}{'correct':>8}{'wrong':>6}"
-          f"{'ms/frame':>9}{'R@100%P':>9}")
-    for label, o, ms, r100, _ in rows:
+          f"{'ms/frame':>9}{'R@100%P':>9}{'median err':>11}{'2σ cover':>9}")
+    for label, o, ms, r100, _, report in rows:
+        err = "-" if report.median_error is None else f"{report.median_error:.2f}"
+        cover = "-" if report.coverage_2sigma is None else f"{report.coverage_2sigma:.2f}"
         print(f"{label:<24}{o.frames:>7}{o.accepted:>9}{o.correct:>8}{o.wrong:>6}"
-              f"{ms:>9.0f}{r100:>9.2f}")
-    print(f"wrote {args.out / 'demo.png'}, {args.out / 'demo.json'}, map in {args.out / 'map'}")
+              f"{ms:>9.0f}{r100:>9.2f}{err:>11}{cover:>9}")
+    print("median err, 2σ cover: relocalization error of the accepted frames in places (the frame "
+          "index as an along-track place index, not metres) and the share inside 2 sigma")
+    print(f"wrote {args.out / 'demo.png'}, {args.out / 'demo_poses.png'}, {args.out / 'demo.json'}, "
+          f"map in {args.out / 'map'}")
     return 0

@@ -19,6 +19,26 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
+def plot_along_track(estimates: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]], path,
+                     title: str = "") -> None:
+    """Estimated against true along-track place index, with 2-sigma bars, one panel per run.
+
+    estimates: {label: (true place (N,), estimated place (N,), sigma (N,))} of accepted frames.
+    """
+    fig, axes = plt.subplots(1, len(estimates), figsize=(5 * len(estimates), 4.5), squeeze=False)
+    for ax, (label, (truth, estimate, sigma)) in zip(axes[0], estimates.items()):
+        ax.plot([0, max(truth.max(initial=1), 1)], [0, max(truth.max(initial=1), 1)], color="0.85",
+                lw=6, zorder=0, label="truth (map path)")
+        ax.errorbar(truth, estimate, yerr=2 * sigma, fmt=".", ms=4, lw=0.8, color="tab:blue",
+                    ecolor="tab:blue", alpha=0.7, label="estimate ± 2σ")
+        ax.set(xlabel="true place index", ylabel="estimated place index (not metres)", title=label)
+        ax.legend(loc="upper left", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_pr_curves(curves: Dict[str, Tuple[np.ndarray, np.ndarray, float]], path, title="") -> None:
     """One PR curve per method: {label: (precision, recall, auc)}."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))

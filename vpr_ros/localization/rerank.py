@@ -6,12 +6,11 @@ hit. Each candidate's `place_score` is the sum of the cosine scores of the retri
 session within `window_s` of it (itself included); candidates are ordered by it. The cosine `score`
 is kept for thresholding, so the threshold means the same with or without voting.
 
-Measured on Gardens Point (off-the-shelf EfficientNet-Lite0 + NetVLAD, 320 px, no whitening,
-top-10, one keyframe per frame at 2 Hz), R@1 within ±2 frames, none → voting with a 1 s window:
-dayR→nightR 0.805 → 0.755, dayL→nightR 0.565 → 0.530, dayL→dayR 0.850 → 0.825 (wider windows are
-worse; α-query expansion with 1-3 neighbours was within ±0.03 of none). So the engine default is
-no re-ranking; voting stays available for maps where look-alikes are isolated and true places
-are retrieved as several keyframes.
+On Gardens Point, with the earlier default model (EfficientNet-Lite0 block 15), voting lowered
+single-frame R@1 on every pair tried (a one-off measurement that no script in this repository
+reproduces), and sequence decisions now do the work voting was meant for. So the engine
+default is no re-ranking; voting stays available for maps where look-alikes are isolated and
+true places are retrieved as several keyframes.
 """
 from typing import List, Sequence
 
