@@ -326,3 +326,51 @@ def test_localize_refuses_verification_without_map_features(sample_dir, tmp_path
     assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(sample_dir / "day_right"),
                  "--config", str(config), "--out", str(tmp_path / "e.jsonl")]) == 2
     assert not (tmp_path / "e.jsonl").exists()
+
+
+def _folder_with_undecodable(sample_dir, folder, bad):
+    """The first 10 day frames copied to `folder`, frames in `bad` replaced by text."""
+    import shutil
+
+    from vpr_ros.io.images import list_images
+
+    folder.mkdir()
+    for k, path in enumerate(list_images(sample_dir / "day_right")[:10]):
+        target = folder / path.name
+        if k in bad:
+            target.write_text("not an image")
+        else:
+            shutil.copy(path, target)
+    return folder
+
+
+def test_build_map_counts_undecodable_frames_as_skipped(sample_dir, tmp_path, fake_model, capsys):
+    from vpr_ros.cli import main
+
+    folder = _folder_with_undecodable(sample_dir, tmp_path / "frames", bad={3})
+    assert main(["build-map", "--source", str(folder), "--out", str(tmp_path / "m")]) == 0
+    assert "added 9 keyframes as session 'frames' (1 frames skipped)" in capsys.readouterr().out
+    assert main(["build-map", "--source", str(folder), "--every", "2", "--session", "even",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert "added 5 keyframes as session 'even' (0 frames skipped)" in capsys.readouterr().out, \
+        "frame 3 is not one of the kept frames 0, 2, 4, 6, 8 (kept by index, not shifted)"
+
+
+def test_localize_counts_undecodable_frames_and_refuses_a_source_with_none_usable(
+        sample_dir, tmp_path, fake_model, capsys, caplog):
+    from vpr_ros.cli import main
+
+    good = _folder_with_undecodable(sample_dir, tmp_path / "good", bad={9})
+    assert main(["build-map", "--source", str(good), "--out", str(tmp_path / "m")]) == 0
+    events = tmp_path / "events.jsonl"
+    assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(good),
+                 "--out", str(events)]) == 0
+    summary = capsys.readouterr().out
+    assert "9 frames:" in summary and "(1 undecodable frames skipped)" in summary
+    broken = _folder_with_undecodable(sample_dir, tmp_path / "broken", bad=set(range(10)))
+    events.unlink()
+    assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(broken),
+                 "--out", str(events)]) == 2
+    assert f"no usable frames in {broken}" in caplog.text
+    assert not events.exists(), "no empty events file is left behind"
+

@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 
 from vpr_ros.commands import pose_options
-from vpr_ros.io.sources import count_frames
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
 from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
 from vpr_ros.mapping.builder import add_frames
@@ -64,11 +63,11 @@ def run(args) -> int:
     if session in kf_map.sessions:
         raise ValueError(f"map {out} already has a session {session!r}; pick another --session")
     verifier = GeometricVerifier(args.verification) if args.verification != "none" else None
-    frames, poses = pose_options.open_frames(args, every=args.every)
-    total = -(-count_frames(args.source, args.topic) // args.every)
-    ids, skipped = add_frames(kf_map, embedder, frames, session, args.condition,
-                              thumbnails=not args.no_thumbnails, verifier=verifier,
-                              batch_size=args.batch_size, total=total)
+    frames, counted, poses = pose_options.open_frames(args, every=args.every)
+    ids, unusable = add_frames(kf_map, embedder, frames, session, args.condition,
+                               thumbnails=not args.no_thumbnails, verifier=verifier,
+                               batch_size=args.batch_size, total=counted.total)
+    skipped = unusable + counted.unreadable
     added = len(ids)
     if not added:
         raise ValueError(f"no usable frames in {args.source}; nothing was added to the map")

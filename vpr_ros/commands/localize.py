@@ -15,7 +15,6 @@ from tqdm import tqdm
 from vpr_ros.commands import pose_options
 from vpr_ros.evaluation.metric import AXES, UNITS, evaluate_positions
 from vpr_ros.io.atomic import atomic_path, atomic_write_text
-from vpr_ros.io.sources import count_frames
 from vpr_ros.localization import EngineConfig, LocalizationEngine, replay
 from vpr_ros.localization.config import DECISIONS
 from vpr_ros.mapping import KeyframeMap
@@ -66,12 +65,14 @@ def describe(config: EngineConfig) -> str:
     return f"decision {config.decision}: score >= {config.score_threshold:g}{chain}, top_k {config.top_k}"
 
 
-def summarize(events) -> str:
-    """Counts of accepted/rejected frames by reason and the mean latency."""
+def summarize(events, unreadable: int = 0) -> str:
+    """Counts of accepted/rejected frames by reason, the mean latency, and the frames skipped
+    because they could not be decoded (they have no event)."""
     reasons = Counter(e["reason"] or e["status"] for e in events)
     latency = np.mean([e["latency_ms"] for e in events]) if events else 0.0
     parts = ", ".join(f"{name} {count}" for name, count in reasons.most_common())
-    return f"{len(events)} frames: {parts}; mean {latency:.1f} ms/frame"
+    skipped = f" ({unreadable} undecodable frames skipped)" if unreadable else ""
+    return f"{len(events)} frames: {parts}; mean {latency:.1f} ms/frame{skipped}"
 
 
 def run(args) -> int:
@@ -82,19 +83,22 @@ def run(args) -> int:
         raise ValueError(f"the engine config asks for verification but map {args.map} has no local "
                          f"features; rebuild it with `vpr-ros build-map --verification orb`")
     engine = LocalizationEngine(kf_map, embedder, config)
-    frames, poses = pose_options.open_frames(args)
+    frames, counted, poses = pose_options.open_frames(args)
     truth = {}
     events = []
     with atomic_path(Path(args.out)) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         progress = tqdm(replay(engine, _remember_poses(frames, truth), args.batch_size),
-                        total=count_frames(args.source, args.topic), desc="localize", unit="frame")
+                        total=counted.total, desc="localize", unit="frame")
         for decision in progress:
             event = decision.to_dict()
             handle.write(json.dumps(event) + "\n")
             events.append({k: event.get(k) for k in ("status", "reason", "latency_ms", "frame_index",
                                                       "pose", "covariance")})
+        if not events:       # raised inside the block: no empty events file is left behind
+            raise ValueError(f"no usable frames in {args.source} (none could be decoded); "
+                             f"nothing to localize, {args.out} not written")
     print(describe(config))
-    print(summarize(events))
+    print(summarize(events, counted.unreadable))
     print(f"wrote {args.out}")
     if poses is not None:
         print(poses.summary())

@@ -1,10 +1,9 @@
 """Command-line options shared by build-map and localize: frame stamps and where poses come from."""
 import argparse
-from itertools import islice
-from typing import Iterator, Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 from vpr_ros.io.frames import Frame
-from vpr_ros.io.sources import open_source, source_kind
+from vpr_ros.io.sources import count_frames, open_source, source_kind
 from vpr_ros.io.trajectory import PoseAttacher, Trajectory, read_tum
 
 DEFAULT_MAX_POSE_GAP_S = 0.5
@@ -48,21 +47,50 @@ def _trajectory(args, kind: str) -> Optional[Trajectory]:
     return read_tf_chain(args.source, *args.tf_frames, max_gap_s=args.max_pose_gap)
 
 
-def open_frames(args, every: int = 1) -> Tuple[Iterator[Frame], Optional[PoseAttacher]]:
-    """Every `every`-th frame of `args.source`, with poses when a pose option was given.
+class CountedFrames:
+    """The frames of a source, passed through unchanged and counted as they go.
 
-    Returns the frames and the PoseAttacher that counts frames with and without a pose (None
-    when no pose option was given). Option and pose-source errors are raised here.
+    `total` is how many frames the source holds at the kept indices (for progress bars);
+    `exact` is False for videos, whose count is a header estimate and whose reader stops at the
+    first frame it cannot decode. Once iterated, `unreadable` is how many of the `total` frames
+    the reader skipped because they could not be decoded (0 when the total is an estimate).
+    """
+
+    def __init__(self, frames: Iterable[Frame], total: int, exact: bool):
+        self._frames = frames
+        self.total = total
+        self.exact = exact
+        self.read = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        for frame in self._frames:
+            self.read += 1
+            yield frame
+
+    @property
+    def unreadable(self) -> int:
+        return self.total - self.read if self.exact else 0
+
+
+def open_frames(args, every: int = 1) -> Tuple[Iterator[Frame], CountedFrames, Optional[PoseAttacher]]:
+    """Every `every`-th frame of `args.source` by source index, with poses when a pose option was given.
+
+    Returns the frames, their CountedFrames (the progress total and, after the run, how many
+    frames could not be decoded) and the PoseAttacher that counts frames with and without a
+    pose (None when no pose option was given). Option and pose-source errors are raised here.
+    Frames are kept by index, so an undecodable file does not shift which frames are kept.
     """
     kind = source_kind(args.source)
     if args.rate is not None and kind != "folder":
         raise ValueError(f"--rate stamps image folders, but {args.source} is a {kind} with its own stamps")
     if not args.max_pose_gap > 0.0:
         raise ValueError(f"--max-pose-gap must be positive, got {args.max_pose_gap}")
-    frames = islice(open_source(args.source, args.topic, rate_hz=args.rate or 1.0, times=args.times),
-                    0, None, every)
+    source = open_source(args.source, args.topic, rate_hz=args.rate or 1.0, times=args.times)
+    counted = CountedFrames((f for f in source if f.index % every == 0),
+                            total=len(range(0, count_frames(args.source, args.topic), every)),
+                            exact=kind != "video")
     trajectory = _trajectory(args, kind)
     if trajectory is None:
-        return frames, None
+        return iter(counted), counted, None
     attacher = PoseAttacher(trajectory, args.max_pose_gap)
-    return attacher.attach(frames), attacher
+    return attacher.attach(counted), counted, attacher
