@@ -374,3 +374,22 @@ def test_localize_counts_undecodable_frames_and_refuses_a_source_with_none_usabl
     assert f"no usable frames in {broken}" in caplog.text
     assert not events.exists(), "no empty events file is left behind"
 
+
+def test_localize_with_another_model_refuses_before_exporting(sample_dir, tmp_path):
+    """A wrong checkpoint is refused from the map's manifest, before `auto` exports it to ONNX."""
+    from vpr_ros.cli import main
+    from vpr_ros.model import ModelConfig, build_model
+    from vpr_ros.model.checkpoint import save_checkpoint
+
+    kf_map = KeyframeMap.create(DIM, PixelEmbedder.fingerprint)
+    kf_map.add(np.eye(1, DIM, dtype=np.float32), [Keyframe("s", 0.0)])
+    kf_map.save(tmp_path / "m")
+    checkpoint = tmp_path / "other.pt"
+    save_checkpoint(checkpoint, build_model(ModelConfig(
+        backbone="efficientnet_lite0", image_long_side=96, num_clusters=8,
+        backbone_kwargs={"feature_block": 5})))
+    assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(sample_dir / "day_right"),
+                 "--model", str(checkpoint), "--backend", "auto",
+                 "--out", str(tmp_path / "e.jsonl")]) == 2
+    assert not (tmp_path / ".vpr_ros_cache").exists(), "nothing exported for a refused model"
+    assert not (tmp_path / "e.jsonl").exists()

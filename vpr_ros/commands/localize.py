@@ -75,8 +75,21 @@ def summarize(events, unreadable: int = 0) -> str:
     return f"{len(events)} frames: {parts}; mean {latency:.1f} ms/frame{skipped}"
 
 
+def check_model(args) -> None:
+    """Refuse a checkpoint that did not build the map before any backend starts: `auto` would
+    otherwise export it to ONNX (or build a TensorRT engine) beside the checkpoint first.
+
+    ONNX and engine files carry their fingerprint and are checked when the map loads.
+    """
+    if args.model and Path(args.model).suffix.lower() not in (".onnx", ".engine"):
+        from vpr_ros.model.checkpoint import read_checkpoint   # torch only when a .pt is given
+
+        KeyframeMap.check_model(args.map, read_checkpoint(args.model)["fingerprint"])
+
+
 def run(args) -> int:
     config = load_config(args)
+    check_model(args)
     embedder = load_embedder(args.model, backend=args.backend)
     kf_map = KeyframeMap.load(args.map, expected_fingerprint=embedder.fingerprint)
     if config.verify and not any(kf.features is not None for kf in kf_map.records):

@@ -196,10 +196,8 @@ class KeyframeMap:
         """Read a map; refuse another model's map, unknown format versions and corrupt files."""
         root = resolve_map_dir(Path(directory))
         manifest = read_manifest(root)
-        if expected_fingerprint is not None and manifest["fingerprint"] != expected_fingerprint:
-            raise MapMismatchError(
-                f"map {directory} was built with model {manifest['fingerprint']}, but the loaded model is "
-                f"{expected_fingerprint}; rebuild the map with this model or load the model that made it")
+        if expected_fingerprint is not None:
+            _check_model(directory, manifest, expected_fingerprint)
         for name, expected in manifest["files"].items():
             path = root / name
             if not path.is_file():
@@ -220,6 +218,20 @@ class KeyframeMap:
                 f"map {directory} is inconsistent: manifest counts {counts}, {len(keyframes)} records, "
                 f"{index.ntotal} indexed descriptors")
         return cls(manifest["dim"], manifest["fingerprint"], index, keyframes)
+
+
+    @staticmethod
+    def check_model(directory, fingerprint: str) -> None:
+        """Refuse a model that did not build the map in `directory`, reading only its manifest
+        (cheap: callers check before starting a backend that would export or build files)."""
+        _check_model(directory, read_manifest(resolve_map_dir(Path(directory))), fingerprint)
+
+
+def _check_model(directory, manifest: dict, fingerprint: str) -> None:
+    if manifest["fingerprint"] != fingerprint:
+        raise MapMismatchError(
+            f"map {directory} was built with model {manifest['fingerprint']}, but the loaded model is "
+            f"{fingerprint}; rebuild the map with this model or load the model that made it")
 
 
 def read_manifest(root: Path) -> dict:
