@@ -102,6 +102,60 @@ def test_unreadable_image_in_a_folder_is_named(small_pair, tiny_checkpoint, tmp_
                  embedder=load_embedder(tiny_checkpoint, backend="torch"))
 
 
+def test_every_embedding_command_offers_the_same_backends(small_pair):
+    from vpr_ros.cli import build_parser
+
+    for command in ("demo", "eval", "build-map", "localize"):
+        sub = build_parser(command)._subparsers._group_actions[0].choices[command]
+        backend = next(a for a in sub._actions if a.dest == "backend")
+        assert (tuple(backend.choices), backend.default) == (
+            ("auto", "tensorrt", "onnxruntime", "torch"), "auto"), command
+    with pytest.raises(SystemExit):
+        main(["eval", "--db", str(small_pair / "day_right"), "--query",
+              str(small_pair / "night_right"), "--backend", "onnx", "--out", "unused"])
+
+
+@pytest.fixture
+def tiny_offtheshelf(monkeypatch):
+    """eval without --model clusters the TINY model (the default one takes a minute here)."""
+    import vpr_ros.model.clustering as clustering
+
+    built = []
+
+    def build(images, config=None):
+        built.append(True)
+        return build_offtheshelf_model(images, TINY)
+
+    monkeypatch.setattr(clustering, "build_offtheshelf_model", build)
+    return built
+
+
+def test_eval_with_an_unavailable_backend_fails_before_clustering(small_pair, tmp_path, caplog,
+                                                                  tiny_offtheshelf):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; the unavailable case needs a machine without it")
+    assert main(["eval", "--db", str(small_pair / "day_right"), "--query",
+                 str(small_pair / "night_right"), "--backend", "tensorrt",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "backend tensorrt is not available here" in caplog.text
+    assert not tiny_offtheshelf, "refused before the off-the-shelf model was clustered"
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_onnxruntime_without_a_model_exports_the_offtheshelf_one(small_pair, tmp_path,
+                                                                      tiny_offtheshelf):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "o"
+    assert main(["eval", "--db", str(small_pair / "day_right"), "--query",
+                 str(small_pair / "night_right"), "--backend", "onnxruntime",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["backend"] == "onnxruntime"
+    assert sorted(p.name for p in out.iterdir()) == ["matches.png", "metrics.json", "pr_curve.png"]
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         run_eval(tmp_path / "nowhere", tmp_path / "nowhere", tmp_path / "o")

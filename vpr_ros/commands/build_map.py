@@ -7,7 +7,7 @@ topic or TF) each keyframe stores its pose, so the map can relocalize.
 import argparse
 from pathlib import Path
 
-from vpr_ros.commands import pose_options
+from vpr_ros.commands import backend_option, pose_options
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
 from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
 from vpr_ros.mapping.builder import add_frames
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="image folder, video file or rosbag2 directory")
     parser.add_argument("--topic", help="image topic (bags with several image topics)")
     parser.add_argument("--model", help="model checkpoint (.pt), or .onnx/.engine for those backends")
-    parser.add_argument("--backend", default="auto", help="embedding backend: auto, torch, onnxruntime, tensorrt")
+    backend_option.add_argument(parser)
     parser.add_argument("--session", help="session name stored with each keyframe (default: source name)")
     parser.add_argument("--condition", default="", help="condition tag, e.g. day, night, rain")
     parser.add_argument("--index", choices=INDEX_KINDS,
@@ -56,6 +56,7 @@ def open_or_create_map(out: Path, embedder, index_kind) -> KeyframeMap:
 def run(args) -> int:
     if args.every < 1 or args.batch_size < 1:
         raise ValueError("--every and --batch-size must be at least 1")
+    backend_option.check(args)
     out = Path(args.out)
     session = args.session or Path(args.source).name
     embedder = load_embedder(args.model, backend=args.backend)

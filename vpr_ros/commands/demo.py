@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vpr_ros.commands import backend_option
 from vpr_ros.evaluation.loop_closure import (place_from_name, recall_at_full_precision,
                                              replay_descriptors, score_decisions,
                                              sweep_thresholds)
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the sample (default night_right)")
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on "
                         "the map images, kept as OUT/model.pt and reused")
-    parser.add_argument("--backend", default="auto", help="embedding backend (default auto)")
+    backend_option.add_argument(parser)
     defaults = EngineConfig()
     parser.add_argument("--temporal", type=int, default=defaults.temporal_consecutive,
                         help=f"chain: consecutive frames that must agree "
@@ -124,6 +125,7 @@ def _decision_modes(args):
 
 def run(args) -> int:
     modes = _decision_modes(args)
+    backend_option.check(args)
     sample = args.sample or default_sample()
     args.out.mkdir(parents=True, exist_ok=True)
     mapped = list(open_source(sample / args.db))

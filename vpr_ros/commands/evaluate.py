@@ -1,6 +1,7 @@
 """`vpr-ros eval`: Recall@N, PR curve and AUC on a database/query pair of image folders."""
 import argparse
 
+from vpr_ros.commands import backend_option
 from vpr_ros.evaluation.run import format_table, run_eval
 from vpr_ros.localization.config import EngineConfig
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="aligned folders: query i matches db i±N (default 2)")
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on --db")
     parser.add_argument("--save-model", help="keep the off-the-shelf model as this checkpoint")
-    parser.add_argument("--backend", default="torch", help="embedding backend (default torch)")
+    backend_option.add_argument(parser)
     parser.add_argument("--sequence-length", type=int, default=0, metavar="N",
                         help="also score sequence matching over each query and its N-1 "
                              "predecessors in the folder (engine defaults otherwise; 0: off)")
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    backend_option.check(args)
     sequence = None
     if args.sequence_length:
         sequence = EngineConfig(sequence_length=args.sequence_length,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vpr_ros.commands import pose_options
+from vpr_ros.commands import backend_option, pose_options
 from vpr_ros.evaluation.metric import AXES, UNITS, evaluate_positions
 from vpr_ros.io.atomic import atomic_path, atomic_write_text
 from vpr_ros.localization import EngineConfig, LocalizationEngine, replay
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="image folder, video file or rosbag2 directory")
     parser.add_argument("--topic", help="image topic (bags with several image topics)")
     parser.add_argument("--model", help="model checkpoint the map was built with")
-    parser.add_argument("--backend", default="auto", help="embedding backend: auto, torch, onnxruntime, tensorrt")
+    backend_option.add_argument(parser)
     parser.add_argument("--config", help="engine YAML (EngineConfig fields, optionally under `engine:`)")
     parser.add_argument("--decision", choices=DECISIONS, help="override the config's decision mode")
     parser.add_argument("--threshold", type=float, help="override score_threshold (single, chain)")
@@ -89,6 +89,7 @@ def check_model(args) -> None:
 
 def run(args) -> int:
     config = load_config(args)
+    backend_option.check(args)
     check_model(args)
     embedder = load_embedder(args.model, backend=args.backend)
     kf_map = KeyframeMap.load(args.map, expected_fingerprint=embedder.fingerprint)

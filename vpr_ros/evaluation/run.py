@@ -1,6 +1,7 @@
 """The `vpr-ros eval` pipeline: embed a database and queries, retrieve, score, plot."""
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -66,7 +67,7 @@ def ranking_metrics(ranked: np.ndarray, confidence: np.ndarray, positives: List[
 
 
 def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str] = None,
-             gt_csv: Optional[str] = None, tolerance: int = 2, backend: str = "torch",
+             gt_csv: Optional[str] = None, tolerance: int = 2, backend: str = "auto",
              save_model: Optional[str] = None, sequence: Optional[EngineConfig] = None) -> Dict:
     """Evaluate and write `metrics.json`, `pr_curve.png` and `matches.png` into `out_dir`.
 
@@ -133,6 +134,18 @@ def _make_embedder(db_paths, model_path, backend, save_model):
     model = build_offtheshelf_model(read_image(p) for p in sample)
     if save_model:
         save_checkpoint(save_model, model, extra={"built_from": str(Path(db_paths[0]).parent)})
+        return load_embedder(save_model, backend=backend, model=model)
+    if backend in ("onnxruntime", "tensorrt"):
+        # Asked for by name, so export the in-memory model to a temporary ONNX file: the
+        # backend reads it at start-up (a TensorRT engine built from it is not kept). `auto`
+        # writes nothing for a model without a checkpoint and falls back to torch.
+        from vpr_ros.export.onnx_export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="vpr_ros_eval_") as tmp:
+            onnx = Path(tmp) / "offtheshelf.onnx"
+            LOG.info("exporting the off-the-shelf model to a temporary ONNX file for %s", backend)
+            export_onnx(model, onnx)
+            return load_embedder(model=model, backend=backend, onnx=onnx)
     return load_embedder(model=model, backend=backend)
 
 

@@ -78,8 +78,8 @@ class _Sources:
         return self._exported
 
 
-def _tensorrt(src: _Sources, batch_size: int, precision: str, device: Optional[str],
-              **_) -> Embedder:
+def _tensorrt_device(device: Optional[str]) -> int:
+    """The CUDA device index TensorRT runs on, once TensorRT, pycuda and that GPU are usable."""
     from vpr_ros.runtime.tensorrt_platform import (UnsupportedTensorRT, cuda_device_index,
                                                    tensorrt_platform)
 
@@ -95,6 +95,22 @@ def _tensorrt(src: _Sources, batch_size: int, precision: str, device: Optional[s
         raise BackendUnavailable(str(err)) from err
     except Exception as err:  # pycuda raises its own error types when no driver/GPU is present
         raise BackendUnavailable(f"no usable CUDA GPU: {type(err).__name__}: {err}") from err
+    return device_index
+
+
+def _onnxruntime_has_cuda() -> bool:
+    """Whether onnxruntime has its CUDA provider; BackendUnavailable when it is not installed."""
+    try:
+        from vpr_ros.runtime.onnxruntime_backend import cuda_provider_available
+
+        return cuda_provider_available()
+    except ImportError as err:
+        raise BackendUnavailable(f"import failed: {err}") from err
+
+
+def _tensorrt(src: _Sources, batch_size: int, precision: str, device: Optional[str],
+              **_) -> Embedder:
+    device_index = _tensorrt_device(device)
     from vpr_ros.runtime.tensorrt_backend import TensorRTEmbedder
 
     if src.engine is not None:
@@ -107,13 +123,9 @@ def _tensorrt(src: _Sources, batch_size: int, precision: str, device: Optional[s
 
 def _onnxruntime(src: _Sources, batch_size: int, threads: Optional[int], use_cuda: bool,
                  **_) -> Embedder:
-    try:
-        from vpr_ros.runtime.onnxruntime_backend import (OnnxRuntimeEmbedder,
-                                                         cuda_provider_available)
+    from vpr_ros.runtime.onnxruntime_backend import OnnxRuntimeEmbedder
 
-        has_cuda = cuda_provider_available()
-    except ImportError as err:
-        raise BackendUnavailable(f"import failed: {err}") from err
+    has_cuda = _onnxruntime_has_cuda()
     if use_cuda and not has_cuda:
         raise BackendUnavailable("onnxruntime has no CUDAExecutionProvider "
                                  "(pip install onnxruntime-gpu)")
@@ -171,6 +183,24 @@ def select_auto(src: _Sources, **kwargs) -> Tuple[Embedder, List[Tuple[str, str]
             skipped.append((name, f"failed: {type(err).__name__}: {err}"))
     reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
     raise ValueError(f"no embedding backend works here ({reasons})")
+
+
+def check_backend(backend: str, device: Optional[str] = None) -> None:
+    """Raise ValueError now when `backend` is unknown or its runtime cannot start here, so a
+    command fails before its long work (clustering, embedding) instead of after it.
+
+    Only the packages and the GPU are checked: whether the model loads is known later.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    try:
+        if backend == "tensorrt":
+            _tensorrt_device(device)
+        elif backend == "onnxruntime":
+            _onnxruntime_has_cuda()
+    except BackendUnavailable as err:
+        raise ValueError(f"backend {backend} is not available here: {err}; pick another "
+                         f"--backend ({', '.join(BACKENDS)})") from err
 
 
 def create_embedder(model=None, backend: str = "auto", checkpoint=None, onnx=None, engine=None,
