@@ -35,15 +35,13 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vpr_ros.evaluation.ground_truth import positives_by_tolerance  # noqa: E402
-from vpr_ros.evaluation.run import embed_folder, ranking_metrics, score_retrieval  # noqa: E402
+from sequence_defaults import embed  # noqa: E402
+from vpr_ros.evaluation.run import ranking_metrics, score_retrieval  # noqa: E402
 from vpr_ros.evaluation.sequence_retrieval import sequence_ranking  # noqa: E402
 from vpr_ros.io.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
 from vpr_ros.localization.sequence import SequenceMatcher  # noqa: E402
 from vpr_ros.mapping import Keyframe, KeyframeMap  # noqa: E402
-from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
-from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 
 ROUTE = 300
 TIMED_FRAMES = 200
@@ -64,15 +62,8 @@ def parse_args(argv=None):
 
 def embed_pairs(root: Path):
     """Descriptors of each db traversal and of night_right with a model clustered on that db."""
-    night = list_images(root / "night_right")
-    pairs = {}
-    for db_name in ("day_right", "day_left"):
-        db = list_images(root / db_name)
-        model = build_offtheshelf_model(read_image(p) for p in db)
-        embedder = load_embedder(model=model, backend="torch")
-        pairs[db_name] = (embed_folder(embedder, db, f"embed {db_name}")[0],
-                          embed_folder(embedder, night, "embed night_right")[0])
-    return pairs, model.output_dim
+    pairs = {db: embed(root / db, root / "night_right") for db in ("day_right", "day_left")}
+    return pairs, pairs["day_right"][0].shape[1]
 
 
 def recall_rows(pairs, lengths):
@@ -190,7 +181,7 @@ def main(argv=None) -> int:
     length = EngineConfig().sequence_length
     timings = timing_rows([int(v) for v in args.sizes.split(",")], dims, length, args.max_gb)
 
-    print(f"\nGardens Point → night_right, ±2 frames, 200 queries (engine defaults, L varies)")
+    print("\nGardens Point → night_right, ±2 frames, 200 queries (engine defaults, L varies)")
     print(f"{'db':<11}{'method':<10}{'L':>4}{'R@1':>8}{'R@100P':>9}")
     for name, method, n, r1, r100 in recalls:
         print(f"{name:<11}{method:<10}{n:>4}{r1:>8.3f}{r100:>9.3f}")
