@@ -11,7 +11,6 @@ when the two drift apart). `config/vpr_node.yaml` mirrors the declared list 1:1 
 and `settings_from_parameters` validates the values read back and builds both configurations.
 """
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
