@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vpr_ros.cli import main
-from vpr_ros.evaluation.ground_truth import positives_by_tolerance, positives_from_csv
+from vpr_ros.evaluation.ground_truth import (positives_by_frame_number, positives_by_tolerance,
+                                             positives_from_csv)
 from vpr_ros.evaluation.run import run_eval
 from vpr_ros.io.images import list_images, read_image
 from vpr_ros.localization import EngineConfig
@@ -163,6 +164,36 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 def test_positives_by_tolerance():
     assert positives_by_tolerance(4, 4, 1) == [{0, 1}, {0, 1, 2}, {1, 2, 3}, {2, 3}]
+
+
+def test_positives_by_frame_number_count_original_frames():
+    """Every 2nd frame kept: ±2 frames is the same frame and its two neighbours, not ±4."""
+    db = [f"Image{k:03d}.jpg" for k in range(0, 20, 2)]
+    assert positives_by_frame_number(db, ["Image008.jpg", "Image009.jpg"], 2) == [
+        {3, 4, 5}, {4, 5}]
+    assert positives_by_frame_number(db, ["night.jpg"], 2) is None, "no number: use positions"
+    assert positives_by_frame_number(["a1.jpg", "b1.jpg"], ["a1.jpg"], 2) is None, "not unique"
+
+
+def test_eval_ground_truth_follows_the_frame_numbers_and_says_so(small_pair, tiny_checkpoint,
+                                                                 tmp_path, capsys):
+    embedder = load_embedder(tiny_checkpoint, backend="torch")
+    day, night = small_pair / "day_right", small_pair / "night_right"
+    metrics = run_eval(day, night, tmp_path / "named", embedder=embedder, tolerance=2)
+    assert metrics["ground_truth"] == "±2 frames by the frame numbers in the file names"
+    renamed = {}
+    for name in ("day_right", "night_right"):
+        renamed[name] = tmp_path / name
+        renamed[name].mkdir()
+        for k, path in enumerate(list_images(small_pair / name)):
+            shutil.copy(path, renamed[name] / f"{'abcdefghijklmnop'[k]}.jpg")
+    by_position = run_eval(renamed["day_right"], renamed["night_right"], tmp_path / "unnamed",
+                           embedder=embedder, tolerance=2)
+    assert by_position["ground_truth"].startswith("±2 positions in the folders")
+    assert by_position["recall"]["1"] >= metrics["recall"]["1"], "±2 positions = ±4 frames here"
+    assert main(["eval", "--db", str(day), "--query", str(night), "--model", str(tiny_checkpoint),
+                 "--backend", "torch", "--out", str(tmp_path / "cli")]) == 0
+    assert "ground truth ±2 frames by the frame numbers" in capsys.readouterr().out
 
 
 def test_positives_from_gardens_point_csv(gardens_point):

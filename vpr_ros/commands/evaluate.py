@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gt = parser.add_mutually_exclusive_group()
     gt.add_argument("--gt", help="ground-truth CSV (columns query,positives; or Gardens Point's)")
     gt.add_argument("--tolerance-frames", type=int, default=2,
-                    help="aligned folders: query i matches db i±N (default 2)")
+                    help="aligned folders: query frame f matches db frames f±N, by the "
+                         "frame numbers in the file names when every name carries one "
+                         "(Image042.jpg), else by position in the folder (default 2)")
     parser.add_argument("--model", help="checkpoint; default: off-the-shelf model clustered on --db")
     parser.add_argument("--save-model", help="keep the off-the-shelf model as this checkpoint")
     backend_option.add_argument(parser)

@@ -1,7 +1,8 @@
 """Which database images count as correct for each query."""
 import csv
+import re
 from pathlib import Path
-from typing import List, Sequence, Set
+from typing import List, Optional, Sequence, Set
 
 
 def positives_by_tolerance(n_queries: int, n_db: int, tolerance: int) -> List[Set[int]]:
@@ -10,6 +11,30 @@ def positives_by_tolerance(n_queries: int, n_db: int, tolerance: int) -> List[Se
         raise ValueError(f"tolerance must be ≥ 0 frames, got {tolerance}")
     return [set(range(max(0, i - tolerance), min(n_db, i + tolerance + 1)))
             for i in range(n_queries)]
+
+
+def frame_number(name) -> Optional[int]:
+    """The frame number in a file name such as `Image042.jpg` (its last digits), or None."""
+    digits = re.findall(r"\d+", Path(str(name)).name)
+    return int(digits[-1]) if digits else None
+
+
+def positives_by_frame_number(db_names: Sequence, query_names: Sequence,
+                              tolerance: int) -> Optional[List[Set[int]]]:
+    """Aligned traversals named by frame: query frame f matches db frames f−tol … f+tol.
+
+    A folder that keeps every 2nd frame then still counts ±tol original frames, where positions
+    would count ±2·tol. None when a name carries no number or two names in a folder share one
+    (use positions, or a ground-truth CSV, then).
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be ≥ 0 frames, got {tolerance}")
+    db_frames = [frame_number(n) for n in db_names]
+    query_frames = [frame_number(n) for n in query_names]
+    for frames in (db_frames, query_frames):
+        if None in frames or len(set(frames)) != len(frames):
+            return None
+    return [{j for j, d in enumerate(db_frames) if abs(d - q) <= tolerance} for q in query_frames]
 
 
 def positives_from_csv(path, db_names: Sequence[str], query_names: Sequence[str]) -> List[Set[int]]:

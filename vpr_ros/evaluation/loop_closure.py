@@ -3,12 +3,12 @@
 The engine runs on precomputed descriptors, so a sweep over score thresholds costs no extra
 embedding; recall at 100 % precision is the most correct loop closures with zero wrong ones.
 """
-import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from vpr_ros.evaluation.ground_truth import frame_number
 from vpr_ros.localization import EngineConfig, LocalizationEngine
 from vpr_ros.mapping import KeyframeMap
 
@@ -33,10 +33,10 @@ class Outcome:
 
 def place_from_name(name: str) -> int:
     """The place number in a file name such as `Image042.jpg` (aligned traversals)."""
-    digits = re.findall(r"\d+", str(name))
-    if not digits:
+    number = frame_number(name)
+    if number is None:
         raise ValueError(f"no place number in frame name {name!r}; name frames like Image042.jpg")
-    return int(digits[-1])
+    return number
 
 
 def replay_descriptors(kf_map: KeyframeMap, descriptors: np.ndarray, stamps: Sequence[float],

@@ -10,7 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.evaluation.baseline import raw_pixel_descriptors
-from vpr_ros.evaluation.ground_truth import positives_by_tolerance, positives_from_csv
+from vpr_ros.evaluation.ground_truth import (positives_by_frame_number, positives_by_tolerance,
+                                             positives_from_csv)
 from vpr_ros.evaluation.metrics import (pr_auc, precision_recall, recall_at_n,
                                         recall_at_precision)
 from vpr_ros.evaluation.plots import pick_examples, plot_match_pairs, plot_pr_curves
@@ -77,8 +78,7 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
     """
     out_dir = Path(out_dir)
     db_paths, query_paths = list_images(db_dir), list_images(query_dir)
-    positives = (positives_from_csv(gt_csv, db_paths, query_paths) if gt_csv
-                 else positives_by_tolerance(len(query_paths), len(db_paths), tolerance))
+    positives, ground_truth = _positives(db_paths, query_paths, gt_csv, tolerance)
     if embedder is None:
         embedder = _make_embedder(db_paths, model_path, backend, save_model)
     db, db_raw, ms_db = embed_folder(embedder, db_paths, "embed db")
@@ -95,7 +95,7 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
         "db": str(db_dir), "query": str(query_dir),
-        "ground_truth": gt_csv or f"±{tolerance} frames",
+        "ground_truth": ground_truth,
         "model_fingerprint": embedder.fingerprint, "backend": embedder.backend,
         "descriptor_dim": int(embedder.dim), "bytes_per_keyframe": int(embedder.dim) * 4,
         "n_db": len(db_paths), "n_queries": len(query_paths),
@@ -119,6 +119,22 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
                        float(result["_top1_score"][i]), bool(result["_correct"][i]))
                       for i in examples], out_dir / "matches.png", title=title)
     return metrics
+
+
+def _positives(db_paths, query_paths, gt_csv: Optional[str], tolerance: int):
+    """The positives of each query and how they were decided (for metrics.json and the table).
+
+    Without a CSV, frame numbers in the file names decide when every name carries one
+    (`Image042.jpg`), so a folder of every 2nd frame counts ±tolerance original frames;
+    positions in the folder otherwise.
+    """
+    if gt_csv:
+        return positives_from_csv(gt_csv, db_paths, query_paths), gt_csv
+    by_frame = positives_by_frame_number(db_paths, query_paths, tolerance)
+    if by_frame is not None:
+        return by_frame, f"±{tolerance} frames by the frame numbers in the file names"
+    return (positives_by_tolerance(len(query_paths), len(db_paths), tolerance),
+            f"±{tolerance} positions in the folders (the file names carry no unique frame numbers)")
 
 
 def _make_embedder(db_paths, model_path, backend, save_model):
@@ -162,5 +178,6 @@ def format_table(metrics: Dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.append(f"{metrics['n_queries']} queries, {metrics['ms_per_image']:.0f} ms/image "
-                 f"({metrics['backend']}), {metrics['descriptor_dim']}-D descriptors")
+                 f"({metrics['backend']}), {metrics['descriptor_dim']}-D descriptors; "
+                 f"ground truth {metrics['ground_truth']}")
     return "\n".join(lines)
