@@ -162,6 +162,17 @@ def test_bad_sequence_settings_are_refused_naming_the_parameter(overrides, messa
         EngineConfig(**overrides)
 
 
+def test_a_mode_switch_restarts_the_sequence(route):
+    kf_map = route_map(route, poses=True)
+    engine = LocalizationEngine(kf_map, None, EngineConfig())
+    rng = np.random.default_rng(2)
+    for p in range(20, 30):
+        engine.process_descriptor(observe(route, p, 0.5, rng), float(p), pose=(2.0 * p, 0, 0, 0, 0, 0, 1))
+    engine.set_mode("mapping")
+    after = engine.process_descriptor(observe(route, 30, 0.5, rng), 30.0, pose=(500.0, 0, 0, 0, 0, 0, 1))
+    assert after.sequence["restart"] == "reset" and after.sequence["length"] == 1
+
+
 def test_the_matcher_defaults_are_the_engine_defaults():
     assert EngineConfig().sequence_settings() == SequenceSettings()
 

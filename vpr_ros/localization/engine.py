@@ -87,7 +87,14 @@ class LocalizationEngine:
         self.policy.reset()
 
     def set_mode(self, mode: str) -> None:
-        """Switch between "localization" (fixed map) and "mapping" (the map grows)."""
+        """Switch between "localization" (fixed map) and "mapping" (the map grows).
+
+        The node's poses change frame with the mode (odom vs map), so the query sequence and the
+        travelled-distance reference start afresh.
+        """
+        if mode != self.config.mode:
+            self.sequence.reset()
+            self._last_position = None
         self.config = EngineConfig.from_dict(self.config.to_dict(), mode=mode)
 
     def process(self, frame, pose: Optional[Pose] = None) -> Decision:
