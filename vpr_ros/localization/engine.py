@@ -27,6 +27,7 @@ from vpr_ros.mapping.records import Keyframe, LocalFeatures, Pose, check_pose
 from vpr_ros.mapping.thumbnail import encode_thumbnail
 
 LOG = logging.getLogger(__name__)
+EXCLUDED_ALL = "every keyframe is inside the exclusion window"
 VOTE_SCALE = 0.25
 """Sequence votes: overlapping trajectories differ far more precisely than one mean is known, so
 ends vote within a quarter of its standard error (chosen on Gardens Point places 0-99, where it
@@ -233,12 +234,13 @@ class LocalizationEngine:
         counts = self.temporal.update(decision.stamp, passing)
         required = cfg.temporal_consecutive if cfg.decision == "chain" else 1
         if not candidates:
-            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, EXCLUDED_ALL
             return None
         if not passing:
             decision.best = candidates[0]
             decision.reason = d.REASON_BELOW_THRESHOLD
-            decision.detail = f"best score {candidates[0].score:.3f} < threshold {cfg.score_threshold:.3f}"
+            decision.detail = (f"best score {candidates[0].score:.3f} < threshold "
+                               f"{cfg.score_threshold:.3f}")
             return None
         consistent = [(c, n) for c, n in zip(passing, counts) if n >= required]
         if not consistent:
@@ -259,7 +261,7 @@ class LocalizationEngine:
         decision.sequence = result.to_dict()
         hypothesis = result.best
         if hypothesis is None:
-            decision.reason, decision.detail = d.REASON_EMPTY_MAP, "every keyframe is inside the exclusion window"
+            decision.reason, decision.detail = d.REASON_EMPTY_MAP, EXCLUDED_ALL
             return None
         keyframe = self.map.record(hypothesis.keyframe_id)
         best = Candidate(keyframe.id, keyframe.session, keyframe.stamp, hypothesis.similarity,

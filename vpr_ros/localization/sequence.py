@@ -136,12 +136,12 @@ class SequenceMatcher:
         threadpool_limits(threads, user_api="blas")
         self.map = keyframe_map
         self.settings = settings
+        self._nominal_speed = math.sqrt(settings.speed_min * settings.speed_max)
         speeds = np.geomspace(settings.speed_min, settings.speed_max, settings.speed_steps) \
-            if settings.speed_steps > 1 else np.array([math.sqrt(settings.speed_min * settings.speed_max)])
+            if settings.speed_steps > 1 else np.array([self._nominal_speed])
         directions = (1, -1) if settings.reverse else (1,)
         self._speeds = np.array([s for _ in directions for s in speeds])
         self._directions = np.array([d for d in directions for _ in speeds])
-        self._nominal_speed = math.sqrt(settings.speed_min * settings.speed_max)
         self._rng = np.random.default_rng(seed)
         self._frames: Deque[_QueryFrame] = deque()
         self._free_rows = list(range(settings.length))
@@ -163,8 +163,9 @@ class SequenceMatcher:
         """Add the frame at `stamp` and rank hypotheses ending near the shortlists' keyframes.
 
         `shortlist`, `shortlist_scores`: the frame's top-k keyframe ids and cosine scores, best
-        first (ids < 0 are ignored). `position` (x, y, z of the robot in any fixed frame, e.g. odom) lets the sequence step
-        by travelled distance, so a robot that stops or changes speed keeps its hypothesis.
+        first (ids < 0 are ignored). `position` (x, y, z of the robot in any fixed frame, e.g.
+        odom) lets the sequence step by travelled distance, so a robot that stops or changes
+        speed keeps its hypothesis.
         """
         self.tracks.sync()
         restart = self._restart_reason(stamp)
@@ -240,7 +241,8 @@ class SequenceMatcher:
                 coords = track.coordinates(step)
                 ids = frame.shortlist[sessions == s]
                 for direction in np.unique(self._directions):
-                    target = coords[self.tracks.position_of[ids]] + direction * self._nominal_speed * offsets[step][i]
+                    ahead = direction * self._nominal_speed * offsets[step][i]
+                    target = coords[self.tracks.position_of[ids]] + ahead
                     ends.append(track.ids[_nearest(coords, target)])
         return np.unique(np.concatenate(ends))
 
@@ -262,7 +264,8 @@ class SequenceMatcher:
             coords, spacing = track.coordinates(track_step), track.spacing[track_step]
             end_ids = ends[self.tracks.session_of[ends] == s]
             signed = (self._directions * self._speeds)[None, :, None]
-            targets = coords[self.tracks.position_of[end_ids]][:, None, None] - signed * offsets[track_step][None, None, :]
+            ends_at = coords[self.tracks.position_of[end_ids]][:, None, None]
+            targets = ends_at - signed * offsets[track_step][None, None, :]
             inside = (targets >= coords[0] - spacing) & (targets <= coords[-1] + spacing)
             inside[:, :, 0] = True
             plans.append((end_ids, track.ids[_nearest(coords, targets)], inside))
@@ -327,7 +330,8 @@ class SequenceMatcher:
         if a.session != b.session:
             return True
         if step == STEP_DISTANCE and a.pose is not None and b.pose is not None:
-            return float(np.linalg.norm(np.subtract(a.pose[:3], b.pose[:3]))) > self.settings.rival_window_m
+            apart = float(np.linalg.norm(np.subtract(a.pose[:3], b.pose[:3])))
+            return apart > self.settings.rival_window_m
         return abs(a.stamp - b.stamp) > self.settings.rival_window_s
 
 
