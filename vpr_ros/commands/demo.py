@@ -98,15 +98,21 @@ def _embed(embedder, frames):
     return np.concatenate(descriptors), 1000.0 * seconds / len(frames)
 
 
+def _relocalized(decisions, query_places):
+    """(decision, true place) of the accepted frames that carry a pose."""
+    return [(d, q) for d, q in zip(decisions, query_places) if d.accepted and d.pose is not None]
+
+
 def along_track_report(decisions, query_places):
     """Error and 2-sigma coverage of the accepted relocalizations along the route (place index)."""
-    accepted = [(d, q) for d, q in zip(decisions, query_places) if d.accepted and d.pose is not None]
+    accepted = _relocalized(decisions, query_places)
     return evaluate_positions([d.pose for d, _ in accepted], [(q, 0.0, 0.0) for _, q in accepted],
                               [d.covariance for d, _ in accepted], axes="x", unit="place")
 
 
 def _along_track(decisions, query_places):
-    accepted = [(d, q) for d, q in zip(decisions, query_places) if d.accepted and d.pose is not None]
+    """(true place, estimated place, sigma) arrays of the relocalizations, for the plot."""
+    accepted = _relocalized(decisions, query_places)
     return (np.array([q for _, q in accepted], float), np.array([d.pose[0] for d, _ in accepted]),
             np.array([np.sqrt(d.covariance[0][0]) for d, _ in accepted]))
 

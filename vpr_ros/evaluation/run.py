@@ -54,7 +54,7 @@ def ranking_metrics(ranked: np.ndarray, confidence: np.ndarray, positives: List[
     best_correct = np.array([r[0] in pos for r, pos in zip(ranked, positives)])
     n_with_match = sum(1 for pos in positives if pos)
     confidence = np.asarray(confidence, dtype=np.float64)
-    decided = np.isfinite(confidence) | (confidence == np.inf)     # -inf / nan: never accepted
+    decided = confidence > -np.inf                                  # -inf / nan: never accepted
     precision, recall, _ = precision_recall(confidence[decided], best_correct[decided], n_with_match)
     return {
         "recall": {str(n): r for n, r in recall_at_n(ranked, positives, RECALL_NS).items()},

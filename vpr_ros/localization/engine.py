@@ -298,7 +298,7 @@ class LocalizationEngine:
         """
         cfg = self.config
         if cfg.decision == "sequence":
-            margin = decision.sequence["margin"]
+            margin = self.sequence.last.margin
             appearance = 1.0 if cfg.sequence_threshold == 0 else \
                 float(np.clip(1.0 - cfg.sequence_threshold / max(margin, 1e-9), 0.0, 1.0))
         else:

@@ -237,7 +237,7 @@ class SequenceMatcher:
             sessions = self.tracks.session_of[frame.shortlist]
             for s in np.unique(sessions):
                 track = self.tracks.track(s)
-                step = STEP_DISTANCE if STEP_DISTANCE in offsets and track.has_distance else STEP_TIME
+                step = _track_step(STEP_DISTANCE if STEP_DISTANCE in offsets else STEP_TIME, track)
                 coords = track.coordinates(step)
                 ids = frame.shortlist[sessions == s]
                 for direction in np.unique(self._directions):
@@ -260,7 +260,7 @@ class SequenceMatcher:
         plans = []
         for s in np.unique(self.tracks.session_of[ends]):
             track = self.tracks.track(s)
-            track_step = STEP_DISTANCE if step == STEP_DISTANCE and track.has_distance else STEP_TIME
+            track_step = _track_step(step, track)
             coords, spacing = track.coordinates(track_step), track.spacing[track_step]
             end_ids = ends[self.tracks.session_of[ends] == s]
             signed = (self._directions * self._speeds)[None, :, None]
@@ -333,6 +333,11 @@ class SequenceMatcher:
             apart = float(np.linalg.norm(np.subtract(a.pose[:3], b.pose[:3])))
             return apart > self.settings.rival_window_m
         return abs(a.stamp - b.stamp) > self.settings.rival_window_s
+
+
+def _track_step(step: str, track) -> str:
+    """Distance stepping needs poses on the track too; otherwise step by time."""
+    return STEP_DISTANCE if step == STEP_DISTANCE and track.has_distance else STEP_TIME
 
 
 def _nearest(sorted_values: np.ndarray, targets: np.ndarray) -> np.ndarray:
