@@ -67,11 +67,13 @@ def calibrate(pairs, length: int, min_length: int):
                                         config.sequence_min_length, config.top_k)
         right = np.abs(ranked[:, 0] - np.arange(PLACES)) <= 2
         bar = max(impostors.max(), margins[~right].max() if (~right).any() else -np.inf)
-        rows.append((name, margins, right, bar))
+        rows.append((name, margins, right, bar, ranked[:, 0], np.isfinite(margins)))
         bars.append(bar)
     joint = math.ceil(max(bars) * 10) / 10
     return joint, [(name, bar, float(np.mean((margins >= joint) & right)),
-                    int(np.sum((margins >= joint) & ~right))) for name, margins, right, bar in rows]
+                    int(np.sum((margins >= joint) & ~right)),
+                    float(np.mean(np.abs(ends - np.arange(PLACES))[decided] <= 1)))
+                   for name, margins, right, bar, ends, decided in rows]
 
 
 def main(argv=None) -> int:
@@ -83,15 +85,17 @@ def main(argv=None) -> int:
     pairs = {db: embed(gp / db, gp / "night_right") for db in ("day_right", "day_left")}
     summer, winter = embed(nordland / "summer", nordland / "winter")
     lengths = [int(v) for v in args.lengths.split(",")]
-    print("\nGardens Point places 0-99 (validation): threshold with no false loop closure, and the")
-    print("share of night frames then accepted right (impostors: a map of places 100-199)")
+    print("\nGardens Point places 0-99 (validation): threshold with no false loop closure, the")
+    print("share of night frames then accepted right (impostors: a map of places 100-199), and")
+    print("the share of decided frames whose reported end is within ±1 frame")
     print(f"{'L':>3}{'first':>6}{'joint thr':>10}  " + "  ".join(
-        f"{name + ' thr / accepted / wrong':>34}" for name in pairs))
+        f"{name + ' thr / accepted / wrong / ±1':>41}" for name in pairs))
     for length in lengths:
         for min_length in (int(v) for v in args.min_lengths.split(",")):
             joint, rows = calibrate(pairs, length, min_length)
             print(f"{length:>3}{min(min_length, length):>6}{joint:>10.1f}  " + "  ".join(
-                f"{bar:>16.2f} / {accepted:>8.2f} / {wrong:>5}" for _, bar, accepted, wrong in rows))
+                f"{bar:>16.2f} / {accepted:>8.2f} / {wrong:>5} / {within:>4.2f}"
+                for _, bar, accepted, wrong, within in rows))
     print("\nNordland summer -> winter (1000 frames, ±1): sequence R@1 against L")
     for length in lengths:
         config = EngineConfig(sequence_length=length, sequence_min_length=1)

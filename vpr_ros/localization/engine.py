@@ -28,10 +28,6 @@ from vpr_ros.mapping.thumbnail import encode_thumbnail
 
 LOG = logging.getLogger(__name__)
 EXCLUDED_ALL = "every keyframe is inside the exclusion window"
-VOTE_SCALE = 0.25
-"""Sequence votes: overlapping trajectories differ far more precisely than one mean is known, so
-ends vote within a quarter of its standard error (chosen on Gardens Point places 0-99, where it
-gave 2-sigma coverage 0.98 and 0.99; see README)."""
 
 
 def check_compatible(embedder, keyframe_map: KeyframeMap) -> None:
@@ -331,10 +327,7 @@ class LocalizationEngine:
         shortlist, each candidate by its score above the shortlist's lowest, relative to the best.
         """
         if self.config.decision == "sequence":
-            best = self.sequence.last.best
-            error = VOTE_SCALE / np.sqrt(max(best.length, 1))
-            return [(h.keyframe_id, float(np.exp(-0.5 * ((best.score - h.score) / error) ** 2)))
-                    for h in self.sequence.last.ranked]
+            return [(h.keyframe_id, h.weight) for h in self.sequence.last.ranked]
         floor = min(c.score for c in decision.candidates)
         top = max(decision.best.score - floor, 1e-6)
         return [(c.keyframe_id, max(c.score - floor, 0.0) / top) for c in decision.candidates]

@@ -19,6 +19,13 @@ session). A lone frame that matches the wrong place well is outvoted by its neig
 that looks alike in two places yields a small margin and is not accepted. When no hypothesis
 ending elsewhere was seen, the rival is bounded instead: a keyframe outside frame i's shortlist
 scores at most that shortlist's last similarity, so no unseen trajectory beats the mean of those.
+
+Where along the stretch the robot is comes from the hypotheses that end near the best one. A
+slower line ending a few keyframes behind fits the older frames almost as well as the right one
+(they pivot about the middle of the window), so the top score alone picks between near-ties by
+noise. Each end is weighted by how far its score falls short of the best, in units of
+END_SCALE times the standard error of a mean of n unit z-scores (1/sqrt(n)), and the end
+reported first is the one nearest their weighted mean position along the track.
 """
 import math
 from collections import deque
@@ -33,6 +40,10 @@ from vpr_ros.localization.tracks import STEP_DISTANCE, STEP_TIME, SessionTracks
 NORMALIZATION_SAMPLE = 256
 MIN_SIGMA = 1e-3
 CACHE_COLUMNS = 8192
+END_SCALE = 0.25
+"""Ends within a quarter of the score's standard error weigh alike: overlapping trajectories
+differ far more precisely than one mean is known (chosen on Gardens Point places 0-99 for the
+pose covariance, 2-sigma coverage 0.98 and 0.99; see README)."""
 
 RESTART_START = "start"
 RESTART_GAP = "gap"
@@ -67,7 +78,8 @@ class SequenceSettings:
 class Hypothesis:
     """The best trajectory ending at `keyframe_id`: mean normalized `score` over `length` frames.
 
-    `similarity` is the current frame's cosine with the end keyframe.
+    `similarity` is the current frame's cosine with the end keyframe. `weight` (0..1] says how
+    well it stands against the top score: exp(-((top - score) / (END_SCALE / sqrt(n)))^2 / 2).
     """
 
     keyframe_id: int
@@ -76,14 +88,16 @@ class Hypothesis:
     speed: float
     direction: int
     length: int
+    weight: float
 
 
 @dataclass
 class SequenceResult:
     """What the matcher concluded for the current frame.
 
-    `ranked`: one hypothesis per end keyframe, best first. `margin`: the best score minus the
-    best rival's (or the unseen-rival bound; -inf when nothing was ranked). `length`: frames in
+    `ranked`: one hypothesis per end keyframe; first the end that the hypotheses near the top
+    score agree on, then the rest by score. `margin`: the top score minus the best rival's (or
+    the unseen-rival bound; -inf when nothing was ranked). `length`: frames in
     the sequence now. `step`: "time" or "distance". `restart`: why the sequence started afresh
     on this frame (start, gap, out_of_order, reset), else None.
     """
@@ -187,7 +201,9 @@ class SequenceMatcher:
         self._frames.appendleft(_QueryFrame(float(stamp), xyz, query, mean, sigma, ids, floor, row))
         step = STEP_DISTANCE if all(f.position is not None for f in self._frames) else STEP_TIME
         ranked = self._rank(step)
-        self.last = SequenceResult(ranked, self._margin(ranked, step), len(self._frames), step, restart)
+        margin = self._margin(ranked, step)
+        self.last = SequenceResult(self._agreed_end_first(ranked, step), margin, len(self._frames),
+                                   step, restart)
         return self.last
 
     def _restart_reason(self, stamp: float) -> Optional[str]:
@@ -284,9 +300,26 @@ class SequenceMatcher:
         picks, covered = np.concatenate(best_speed), np.concatenate(covered)
         order = np.argsort(-scores, kind="stable")
         current = self._cache[rows[0], columns(ends)]
+        error = END_SCALE / math.sqrt(max(int(covered[order[0]]), 1))
+        weights = np.exp(-0.5 * ((scores[order[0]] - scores) / error) ** 2)
         return [Hypothesis(int(ends[i]), float(scores[i]), float(current[i]),
                            float(self._speeds[picks[i]]), int(self._directions[picks[i]]),
-                           int(covered[i])) for i in order]
+                           int(covered[i]), float(weights[i])) for i in order]
+
+    def _agreed_end_first(self, ranked: List[Hypothesis], step: str) -> List[Hypothesis]:
+        """`ranked` with the end nearest the weighted mean position of the top's neighbours first."""
+        if len(ranked) < 2:
+            return ranked
+        top = self.map.record(ranked[0].keyframe_id)
+        near = [i for i, h in enumerate(ranked)
+                if not self._elsewhere(top, self.map.record(h.keyframe_id), step)]
+        track = self.tracks.track(self.tracks.session_of[top.id])
+        coords = track.coordinates(_track_step(step, track))
+        ids = np.array([ranked[i].keyframe_id for i in near])
+        where = coords[self.tracks.position_of[ids]]
+        weights = np.array([ranked[i].weight for i in near])
+        agreed = near[int(np.argmin(np.abs(where - weights @ where / weights.sum())))]
+        return [ranked[agreed]] + ranked[:agreed] + ranked[agreed + 1:]
 
     def _reset_cache(self) -> None:
         self._cache = np.zeros((self.settings.length, CACHE_COLUMNS), np.float32)
@@ -317,7 +350,7 @@ class SequenceMatcher:
         return lambda ids: lookup[ids]
 
     def _margin(self, ranked: List[Hypothesis], step: str) -> float:
-        """Best score minus that of the best hypothesis ending elsewhere, or of the unseen bound."""
+        """Top score minus that of the best hypothesis ending elsewhere, or of the unseen bound."""
         if not ranked:
             return float("-inf")
         best = self.map.record(ranked[0].keyframe_id)
