@@ -74,11 +74,11 @@ def recall_rows(pairs, lengths):
         single = score_retrieval(db, queries, positives)
         rows.append((name, "cosine", 1, single["recall"]["1"], single["recall_at_100p"]))
         for length in lengths:
-            config = EngineConfig(sequence_length=length,
-                                  sequence_min_length=min(length, EngineConfig().sequence_min_length))
-            margins, ranked = sequence_ranking(db, queries, config.sequence_settings(),
-                                               config.sequence_min_length, config.top_k)
-            seq = ranking_metrics(ranked, margins, positives)
+            config = EngineConfig(sequence_length=length, sequence_warmup_length=min(
+                length, EngineConfig().sequence_warmup_length))
+            evidence, ranked = sequence_ranking(db, queries, config.sequence_settings(),
+                                                config.top_k)
+            seq = ranking_metrics(ranked, evidence, positives)
             rows.append((name, "sequence", length, seq["recall"]["1"], seq["recall_at_100p"]))
     return rows
 

@@ -81,7 +81,7 @@ def test_same_images_in_order_give_perfect_sequences(small_pair, tiny_checkpoint
     embedder = load_embedder(tiny_checkpoint, backend="torch")
     folder = small_pair / "day_right"
     metrics = run_eval(folder, folder, tmp_path, embedder=embedder, tolerance=0,
-                       sequence=EngineConfig(sequence_length=3, sequence_min_length=1))
+                       sequence=EngineConfig(sequence_length=3, sequence_warmup_length=1))
     assert metrics["sequence"]["recall"]["1"] == 1.0 and metrics["sequence"]["recall_at_100p"] == 1.0
 
 

@@ -164,14 +164,34 @@ def test_the_engine_accepts_sequences_and_reports_them(route):
     event = accepted[-1].to_dict()
     assert event["sequence"]["length"] == 20 and event["sequence"]["margin"] >= 0.5
     assert event["covariance"] is not None and 0 < event["confidence"] <= 1
-    assert [d.reason for d in decisions[:4]] == ["sequence_short"] * 4
+    for n, d in enumerate(decisions[:4], start=1):
+        seq = d.sequence
+        assert seq["evidence"] == pytest.approx(seq["margin"] * np.sqrt(n / 5), abs=1e-5)
+        assert d.accepted == (seq["evidence"] >= 0.5)
+        assert d.accepted or (d.reason == "sequence_short" and "sqrt" in d.detail)
     rejected = [d for d in decisions[4:] if not d.accepted]
     assert all(d.reason == "sequence_ambiguous" and "margin" in d.detail for d in rejected)
 
 
+def test_a_restarted_sequence_needs_a_larger_margin_while_it_is_short(route):
+    """Below the warm-up length the margin counts sqrt(n / warm-up): the same margin that
+    passes at 5 frames does not pass at 1."""
+    kf_map = route_map(route)
+    settings = SequenceSettings(warmup_length=5)
+    results = stream(kf_map, SequenceMatcher(kf_map, settings), route, np.arange(20, 30),
+                     np.arange(20, 30, dtype=float), noise=0.3)
+    for n, r in enumerate(results, start=1):
+        assert r.evidence == pytest.approx(r.margin * np.sqrt(min(n, 5) / 5))
+    first = results[0]
+    engine = LocalizationEngine(kf_map, None, EngineConfig(sequence_threshold=first.margin * 0.9))
+    decision = engine.process_descriptor(observe(route, 20, 0.3, np.random.default_rng(3)), 20.0)
+    assert not decision.accepted and decision.reason == "sequence_short"
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"sequence_length": 0}, "sequence_length must be >= 1"),
-    ({"sequence_length": 4, "sequence_min_length": 5}, "sequence_min_length must be in 1..sequence_length"),
+    ({"sequence_length": 4, "sequence_warmup_length": 5},
+     "sequence_warmup_length must be in 1..sequence_length"),
     ({"sequence_speed_min": 1.3, "sequence_speed_max": 1.2}, "speed range is inverted"),
     ({"sequence_speed_steps": 3, "sequence_speed_min": 1.0, "sequence_speed_max": 1.0},
      "sequence_speed_steps > 1 needs"),

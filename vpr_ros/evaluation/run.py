@@ -87,10 +87,9 @@ def run_eval(db_dir, query_dir, out_dir, embedder=None, model_path: Optional[str
     raw = score_retrieval(db_raw, q_raw, positives)
     seq = None
     if sequence is not None:
-        margins, ranked = sequence_ranking(db, queries, sequence.sequence_settings(),
-                                           sequence.sequence_min_length, sequence.top_k,
-                                           max(RECALL_NS))
-        seq = ranking_metrics(ranked, margins, positives)
+        evidence, ranked = sequence_ranking(db, queries, sequence.sequence_settings(),
+                                            sequence.top_k, max(RECALL_NS))
+        seq = ranking_metrics(ranked, evidence, positives)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {

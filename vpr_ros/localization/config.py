@@ -43,8 +43,9 @@ class EngineConfig:
         max_jump + speed_ratio x (query time step), i.e. the robot moves along the map at a
         plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain
         and restarts a sequence.
-    sequence_length: frames per sequence; sequence_min_length: after a (re)start, frames needed
-        before a sequence may be accepted (a shorter one is too easily unique by chance).
+    sequence_length: frames per sequence; sequence_warmup_length: after a (re)start, a sequence
+        of n frames, fewer than this, must clear the threshold with its margin discounted by
+        sqrt(n / sequence_warmup_length) (a short one is more easily unique by chance).
         sequence_speed_min/max, sequence_speed_steps: relative
         speeds (map distance per query distance, or map time per query time) tried.
         sequence_reverse: also try travel against the map's direction.
@@ -78,7 +79,7 @@ class EngineConfig:
     temporal_speed_ratio: float = 3.0
     temporal_max_gap_s: float = 5.0
     sequence_length: int = 20
-    sequence_min_length: int = 5
+    sequence_warmup_length: int = 5
     sequence_speed_min: float = 0.8
     sequence_speed_max: float = 1.25
     sequence_speed_steps: int = 5
@@ -120,8 +121,8 @@ class EngineConfig:
              "temporal_max_jump_s and temporal_speed_ratio must be >= 0"),
             (self.temporal_max_gap_s > 0, "temporal_max_gap_s must be > 0"),
             (self.sequence_length >= 1, "sequence_length must be >= 1"),
-            (1 <= self.sequence_min_length <= self.sequence_length,
-             "sequence_min_length must be in 1..sequence_length"),
+            (1 <= self.sequence_warmup_length <= self.sequence_length,
+             "sequence_warmup_length must be in 1..sequence_length"),
             (self.sequence_speed_min > 0, "sequence_speed_min must be > 0"),
             (self.sequence_speed_max >= self.sequence_speed_min,
              "sequence_speed_max must be >= sequence_speed_min (the speed range is inverted)"),
@@ -178,4 +179,4 @@ class EngineConfig:
             speed_max=self.sequence_speed_max, speed_steps=self.sequence_speed_steps,
             reverse=self.sequence_reverse, rival_window_s=self.sequence_rival_window_s,
             rival_window_m=self.sequence_rival_window_m, min_step_m=self.sequence_min_step_m,
-            max_gap_s=self.temporal_max_gap_s)
+            max_gap_s=self.temporal_max_gap_s, warmup_length=self.sequence_warmup_length)

@@ -263,14 +263,19 @@ class LocalizationEngine:
         best = Candidate(keyframe.id, keyframe.session, keyframe.stamp, hypothesis.similarity,
                          hypothesis.score)
         decision.temporal_count = result.length
-        if result.length < cfg.sequence_min_length:
-            decision.reason = d.REASON_SEQUENCE_SHORT
-            decision.detail = (f"{result.length} of {cfg.sequence_min_length} frames since the "
-                               f"sequence (re)started")
-        elif result.margin < cfg.sequence_threshold:
-            decision.reason = d.REASON_SEQUENCE_AMBIGUOUS
-            decision.detail = (f"margin {result.margin:.2f} over the best trajectory elsewhere < "
-                               f"threshold {cfg.sequence_threshold:.2f} ({result.length} frames)")
+        if result.evidence < cfg.sequence_threshold:
+            warmup = cfg.sequence_warmup_length
+            if result.length < warmup:
+                decision.reason = d.REASON_SEQUENCE_SHORT
+                decision.detail = (f"margin {result.margin:.2f} x sqrt({result.length}/{warmup}) "
+                                   f"= {result.evidence:.2f} < threshold "
+                                   f"{cfg.sequence_threshold:.2f}: {result.length} frames since "
+                                   f"the sequence (re)started")
+            else:
+                decision.reason = d.REASON_SEQUENCE_AMBIGUOUS
+                decision.detail = (f"margin {result.margin:.2f} over the best trajectory "
+                                   f"elsewhere < threshold {cfg.sequence_threshold:.2f} "
+                                   f"({result.length} frames)")
         if decision.reason is not None:
             decision.best = best
             return None
@@ -289,14 +294,14 @@ class LocalizationEngine:
     def _confidence(self, decision: Decision, verification: Optional[VerificationResult]) -> float:
         """How far the evidence clears its threshold, combined (noisy-OR) with the geometry.
 
-        Sequence: 1 - threshold / margin (0 at the threshold, 0.5 at twice it); single frame and
-        chain: (score - threshold) / (1 - threshold).
+        Sequence: 1 - threshold / evidence (0 at the threshold, 0.5 at twice it); single frame
+        and chain: (score - threshold) / (1 - threshold).
         """
         cfg = self.config
         if cfg.decision == "sequence":
-            margin = self.sequence.last.margin
+            evidence = self.sequence.last.evidence
             appearance = 1.0 if cfg.sequence_threshold == 0 else \
-                float(np.clip(1.0 - cfg.sequence_threshold / max(margin, 1e-9), 0.0, 1.0))
+                float(np.clip(1.0 - cfg.sequence_threshold / max(evidence, 1e-9), 0.0, 1.0))
         else:
             threshold = cfg.score_threshold
             appearance = float(np.clip((decision.best.score - threshold) / max(1.0 - threshold, 1e-6),

@@ -61,9 +61,12 @@ class SequenceSettings:
     (seconds of map time, or metres when poses exist). min_step_m: when stepping by distance, a
     frame closer than this to the previous one replaces it, so a parked robot's frames don't
     pass for a sequence. max_gap_s: a longer gap between frames restarts the sequence.
+    warmup_length: a sequence of n < warmup_length frames (after a start or a restart) has its
+    margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`).
     """
 
     length: int = 20
+    warmup_length: int = 5
     speed_min: float = 0.8
     speed_max: float = 1.25
     speed_steps: int = 5
@@ -99,7 +102,10 @@ class SequenceResult:
     score agree on, then the rest by score. `margin`: the top score minus the best rival's (or
     the unseen-rival bound; -inf when nothing was ranked). `length`: frames in
     the sequence now. `step`: "time" or "distance". `restart`: why the sequence started afresh
-    on this frame (start, gap, out_of_order, reset), else None.
+    on this frame (start, gap, out_of_order, reset), else None. `evidence`: what a threshold
+    applies to, the margin times sqrt(min(length, warmup_length) / warmup_length): noise on a
+    mean of n frames shrinks as 1/sqrt(n), so a short sequence after a restart must stand out
+    by as many of its own standard errors as a `warmup_length` one.
     """
 
     ranked: List[Hypothesis]
@@ -107,6 +113,7 @@ class SequenceResult:
     length: int
     step: str
     restart: Optional[str] = None
+    evidence: float = float("-inf")
 
     @property
     def best(self) -> Optional[Hypothesis]:
@@ -119,6 +126,7 @@ class SequenceResult:
         return {"length": int(self.length), "step": self.step, "restart": self.restart,
                 "score": None if best is None else round(best.score, 6),
                 "margin": round(self.margin, 6) if finite else None,
+                "evidence": round(self.evidence, 6) if math.isfinite(self.evidence) else None,
                 "speed": None if best is None else round(best.speed, 4),
                 "direction": None if best is None else int(best.direction),
                 "frames_covered": None if best is None else int(best.length)}
@@ -201,9 +209,11 @@ class SequenceMatcher:
         self._frames.appendleft(_QueryFrame(float(stamp), xyz, query, mean, sigma, ids, floor, row))
         step = STEP_DISTANCE if all(f.position is not None for f in self._frames) else STEP_TIME
         ranked = self._rank(step)
-        margin = self._margin(ranked, step)
-        self.last = SequenceResult(self._agreed_end_first(ranked, step), margin, len(self._frames),
-                                   step, restart)
+        margin, length = self._margin(ranked, step), len(self._frames)
+        warmup = self.settings.warmup_length
+        evidence = margin * math.sqrt(min(length, warmup) / warmup) if ranked else margin
+        self.last = SequenceResult(self._agreed_end_first(ranked, step), margin, length, step,
+                                   restart, evidence)
         return self.last
 
     def _restart_reason(self, stamp: float) -> Optional[str]:

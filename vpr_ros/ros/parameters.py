@@ -106,8 +106,9 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
                                     "chain and restarts the sequence", 0.01, 3600.0),
     "sequence_length": _describe("decision sequence: query frames matched as one trajectory",
                                  1, 1000),
-    "sequence_min_length": _describe("after a (re)start, frames needed before a sequence may be "
-                                     "accepted", 1, 1000),
+    "sequence_warmup_length": _describe("after a (re)start, a sequence of n frames, fewer than "
+                                        "this, clears the threshold with its margin times "
+                                        "sqrt(n / this)", 1, 1000),
     "sequence_speed_min": _describe("slowest relative speed tried (map distance, or map time, "
                                     "per query distance or time)", 0.01, 100.0),
     "sequence_speed_max": _describe("fastest relative speed tried", 0.01, 100.0),
