@@ -60,7 +60,8 @@ def describe(config: EngineConfig) -> str:
     if config.decision == "sequence":
         return (f"decision sequence: {config.sequence_length} frames, speeds "
                 f"{config.sequence_speed_min:g}-{config.sequence_speed_max:g}, margin >= "
-                f"{config.sequence_threshold:g}, top_k {config.top_k}")
+                f"{config.sequence_threshold:g} (x sqrt({config.sequence_warmup_length}/n) for "
+                f"n < {config.sequence_warmup_length} frames), top_k {config.top_k}")
     chain = f", {config.temporal_consecutive} consecutive" if config.decision == "chain" else ""
     return f"decision {config.decision}: score >= {config.score_threshold:g}{chain}, top_k {config.top_k}"
 

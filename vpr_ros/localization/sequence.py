@@ -211,7 +211,7 @@ class SequenceMatcher:
         ranked = self._rank(step)
         margin, length = self._margin(ranked, step), len(self._frames)
         warmup = self.settings.warmup_length
-        evidence = margin * math.sqrt(min(length, warmup) / warmup) if ranked else margin
+        evidence = margin * math.sqrt(min(length, warmup) / warmup)
         self.last = SequenceResult(self._agreed_end_first(ranked, step), margin, length, step,
                                    restart, evidence)
         return self.last
