@@ -96,9 +96,9 @@ def main(argv=None) -> int:
     print(f"{'L':>3}{'warm-up':>8}{'joint thr':>10}  " + "  ".join(
         f"{name + ' thr / accepted / wrong / ±1':>41}" for name in pairs))
     for length in lengths:
-        for warmup in (int(v) for v in args.warmups.split(",")):
+        for warmup in sorted({min(int(v), length) for v in args.warmups.split(",")}):
             joint, rows = calibrate(pairs, length, warmup)
-            print(f"{length:>3}{min(warmup, length):>8}{joint:>10.1f}  " + "  ".join(
+            print(f"{length:>3}{warmup:>8}{joint:>10.1f}  " + "  ".join(
                 f"{bar:>16.2f} / {accepted:>8.2f} / {wrong:>5} / {within:>4.2f}"
                 for _, bar, accepted, wrong, within in rows))
     print("\nNordland summer -> winter (1000 frames, ±1): sequence R@1 against L")
