@@ -19,7 +19,7 @@ from vpr_ros.runtime.preprocess import preprocess, target_size
 
 IMAGENET_MILITARY_UNIFORM = 652
 GRACE_HOPPER = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
-TINY = dict(backbone="efficientnet_lite0", image_long_side=96, num_clusters=8,
+TINY = dict(backbone="efficientnet_lite0", image_long_side=96, num_clusters=8, reduce_dim=None,
             backbone_kwargs={"feature_block": 5})
 
 
@@ -165,7 +165,7 @@ def test_model_output_dim_and_norm_with_whitening():
 
 def test_too_wide_netvlad_is_refused():
     with pytest.raises(ValueError, match="reduce_dim"):
-        build_model(ModelConfig(backbone="efficientnet_lite0", num_clusters=128,
+        build_model(ModelConfig(backbone="efficientnet_lite0", num_clusters=128, reduce_dim=None,
                                 backbone_kwargs={"feature_block": 15}), pretrained=False)
 
 

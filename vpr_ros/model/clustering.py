@@ -1,4 +1,5 @@
-"""Off-the-shelf model construction: NetVLAD centers by k-means on sample images' local features."""
+"""Off-the-shelf model construction from sample (map) images: PCA of the local features into the
+1×1 reduction, then NetVLAD centers by k-means on the reduced features."""
 import logging
 from typing import Iterable, Optional
 
@@ -6,6 +7,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vpr_ros.model.local_pca import fit_local_pca, project, set_projection
 from vpr_ros.model.vpr_model import ModelConfig, VPRModel, build_model
 from vpr_ros.runtime.preprocess import preprocess
 
@@ -35,20 +37,26 @@ def sample_rows(feature_sets: Iterable[np.ndarray], per_image: int = 100,
 @torch.no_grad()
 def sample_local_features(model: VPRModel, images: Iterable[np.ndarray], per_image: int = 100,
                           max_features: int = 50_000, seed: int = 0) -> np.ndarray:
-    """Up to `per_image` random local features from each image (NetVLAD: 100 per image, 50k total)."""
+    """Up to `per_image` random backbone features (before the reduction) from each image
+    (NetVLAD: 100 per image, 50k total)."""
     model.eval()
 
     def feature_sets():
         for image in tqdm(images, desc="local features", unit="img", leave=False):
             x = torch.from_numpy(preprocess(image, model.config.image_long_side))[None]
-            yield model.local_features(x)[0].flatten(1).T.numpy()          # (h·w, D)
+            yield model.backbone(x)[0].flatten(1).T.numpy()                # (h·w, C)
 
     return sample_rows(feature_sets(), per_image, max_features, seed)
 
 
 def init_netvlad(model: VPRModel, images: Iterable[np.ndarray], seed: int = 0) -> float:
-    """Initialize the model's NetVLAD centers from `images` (k-means); returns α."""
+    """Fit the reduction (PCA of local features, when the config has `reduce_dim`) and the
+    NetVLAD centers (k-means on the reduced features) to `images`; returns α."""
     features = sample_local_features(model, images, seed=seed)
+    if model.reduce is not None:
+        mean, projection = fit_local_pca(features, model.config.reduce_dim)
+        set_projection(model.reduce, mean, projection)
+        features = project(features, mean, projection)
     alpha = model.netvlad.init_from_features(features, seed=seed)
     LOG.info("NetVLAD initialized from %d local features (K=%d, alpha=%.1f)",
              len(features), model.netvlad.num_clusters, alpha)
@@ -57,7 +65,7 @@ def init_netvlad(model: VPRModel, images: Iterable[np.ndarray], seed: int = 0) -
 
 def build_offtheshelf_model(images: Iterable[np.ndarray],
                             config: Optional[ModelConfig] = None, seed: int = 0) -> VPRModel:
-    """Pretrained backbone + NetVLAD clustered on `images`: a usable model with no training."""
+    """Pretrained backbone + local PCA and NetVLAD fitted to `images`: a model with no training."""
     model = build_model(config)
     init_netvlad(model, images, seed=seed)
     return model.eval()
