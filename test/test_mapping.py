@@ -15,6 +15,7 @@ import yaml
 from vpr_ros.mapping import (IndexSpec, Keyframe, KeyframeMap, LocalFeatures, MapFormatError,
                              MapMismatchError, gpu_available)
 from vpr_ros.mapping import storage
+from vpr_ros.mapping.index import VectorIndex
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -113,26 +114,55 @@ def one_faiss_thread():
 
 
 def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path, one_faiss_thread):
+    """8-bit IVF-PQ: exact fp16 until trained, then codes that still give descriptors back, before
+    and after a save/load (FAISS 1.15 crashed decoding a loaded fast-scan index)."""
     dim = 64
-    assert IndexSpec("ivfpq").min_train_vectors == 39 * 256
-    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8)
     minimum = IndexSpec("ivfpq", nlist=16).min_train_vectors
-    assert minimum == 39 * 16
+    assert minimum == 39 * 256
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8)
     vectors = unit_rows(minimum + 100, dim)
     kf_map.add(vectors[: minimum - 1], [Keyframe("day", float(i)) for i in range(minimum - 1)])
     assert kf_map.manifest()["index"]["trained"] is False
-    kf_map.add(vectors[minimum - 1:], [Keyframe("day", float(i)) for i in range(101)])
+    kf_map.add(vectors[minimum - 1:minimum + 50], [Keyframe("day", float(i)) for i in range(51)])
+    kf_map.add(vectors[minimum + 50:], [Keyframe("day", float(i)) for i in range(50)])
     assert kf_map.manifest()["index"]["trained"] is True
     noisy = vectors[:200] + 0.05 * unit_rows(200, dim, seed=9)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    hits = (kf_map.search(noisy, 1)[1][:, 0] == np.arange(200)).mean()
-    assert hits >= 0.95
+    assert (kf_map.search(noisy, 1)[1][:, 0] == np.arange(200)).mean() >= 0.95
+    ids = np.array([3, minimum + 70, 0])
+    decoded = kf_map.descriptors(ids)
+    np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, rtol=1e-5)
+    assert np.all(np.sum(decoded * vectors[ids], axis=1) > 0.8)
     kf_map.save(tmp_path / "pq")
     loaded = KeyframeMap.load(tmp_path / "pq")
     assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
-    assert not loaded.stores_descriptors
-    with pytest.raises(ValueError, match="ivfpq map keeps compressed codes only"):
-        loaded.descriptors([5])
+    assert loaded.stores_descriptors
+    np.testing.assert_array_equal(loaded.descriptors(ids), decoded)
+
+
+def test_auto_index_is_exact_until_its_size_then_compressed(monkeypatch, one_faiss_thread):
+    from vpr_ros.mapping import index as index_module
+
+    monkeypatch.setattr(index_module, "AUTO_COMPRESS_AT", 12_000)
+    kf_map = KeyframeMap.create(32, "m", index="auto", nlist=16)
+    assert kf_map.index_spec.train_at == 12_000
+    vectors = unit_rows(12_000, 32)
+    kf_map.add(vectors[:11_999], [Keyframe("day", float(i)) for i in range(11_999)])
+    assert "exact fp16 until 12000" in kf_map.index_summary()
+    assert np.allclose(kf_map.descriptors([7]), vectors[7], atol=1e-3)
+    kf_map.add(vectors[11_999:], [Keyframe("day", 0.0)])
+    assert kf_map.manifest()["index"]["trained"] is True
+    assert "IVF-PQ, 2-byte codes" in kf_map.index_summary()
+
+
+def test_fast_scan_index_of_an_older_map_is_refused(tmp_path, one_faiss_thread):
+    kf_map = KeyframeMap.create(32, "m", index="ivfpq", nlist=16)
+    kf_map.save(tmp_path / "map")
+    old = faiss.index_factory(32, "IVF16,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    old.train(unit_rows(2000, 32))
+    faiss.write_index(old, str(tmp_path / "map" / "index.faiss"))
+    with pytest.raises(MapFormatError, match="rebuild the map"):
+        VectorIndex.read(str(tmp_path / "map" / "index.faiss"), 32, kf_map.index_spec, True)
 
 
 def test_stored_descriptors_come_back_by_keyframe_id(day_map):

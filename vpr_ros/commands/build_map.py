@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session", help="session name stored with each keyframe (default: source name)")
     parser.add_argument("--condition", default="", help="condition tag, e.g. day, night, rain")
     parser.add_argument("--index", choices=INDEX_KINDS,
-                        help="index of a new map (default flat); an extended map keeps its own")
+                        help="index of a new map (default auto: exact fp16, IVF-PQ codes from "
+                             "50,000 keyframes on); an extended map keeps its own")
     parser.add_argument("--every", type=int, default=1, help="use every N-th frame (default 1)")
     parser.add_argument("--verification", choices=("none",) + FEATURE_TYPES, default="none",
                         help="store local features for geometric verification at localization")
@@ -45,7 +46,7 @@ def open_or_create_map(out: Path, embedder, index_kind) -> KeyframeMap:
     except FileNotFoundError:
         root = None
     if root is None or (root == out and out.is_dir() and not any(out.iterdir())):
-        return KeyframeMap.create(embedder.dim, embedder.fingerprint, index=index_kind or "flat")
+        return KeyframeMap.create(embedder.dim, embedder.fingerprint, index=index_kind or "auto")
     kf_map = KeyframeMap.load(out, expected_fingerprint=embedder.fingerprint)
     if index_kind and index_kind != kf_map.index_spec.kind:
         raise ValueError(f"map {out} uses a {kf_map.index_spec.kind} index; extending it with "
@@ -74,7 +75,8 @@ def run(args) -> int:
         raise ValueError(f"no usable frames in {args.source}; nothing was added to the map")
     kf_map.save(out)
     print(f"map {out}: added {added} keyframes as session {session!r} ({skipped} frames skipped); "
-          f"{len(kf_map)} keyframes in {len(kf_map.sessions)} sessions, {kf_map.index_spec.kind} index")
+          f"{len(kf_map)} keyframes in {len(kf_map.sessions)} sessions, index "
+          f"{kf_map.index_summary()}")
     if poses is not None:
         print(poses.summary())
     return 0

@@ -1,22 +1,27 @@
 """FAISS vector index of a keyframe map: inner product on L2-normalized descriptors (score = cosine).
 
 Index kinds:
-- `flat`: exact search, 4·dim bytes per keyframe (default; right up to ~1e5 keyframes).
-- `fp16`: `IndexScalarQuantizer(QT_fp16)`, half the memory, scores within ~1e-3 of exact.
-- `ivfpq`: IVF-PQ with fast-scan codes (`IndexIVFPQFastScan`: coarse k-means into `nlist` lists,
-  residuals coded as `pq_m` sub-vectors of 4 bits, scanned with SIMD lookup tables; 32 bytes per
-  keyframe at dim 256 with the default pq_m = dim/4), for maps of 1e5-1e6+ keyframes. Its codebooks
-  need training data: until the map holds `IndexSpec.min_train_vectors` keyframes
-  (39 x max(nlist, 16), FAISS's k-means minimum; 9,984 with the default nlist=256) it stays an
-  exact flat index, then it is trained once on a random sample of what it holds (at most
-  64 x nlist vectors, which bounds training time) and every vector is moved over.
-  `nprobe` (lists visited per query) trades speed for recall: whitened descriptors are nearly
-  isotropic, so a revisit often falls in another list than its keyframe; 96 of 256 lists keeps
-  recall@1 within 1-3 % of exact search (bench/map_scaling.py).
+- `flat`: exact search, 4·dim bytes per keyframe.
+- `fp16`: `IndexScalarQuantizer(QT_fp16)`, half the memory, scores within ~1e-3 of exact (2 KB per
+  keyframe for the default 1024-D descriptor).
+- `ivfpq`: IVF-PQ (`IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m`
+  bytes of 8-bit product quantization; 64 bytes with the default pq_m = dim/16) with an array
+  direct map, so stored descriptors come back approximately (`reconstruct`) for sequence
+  matching; 8 bytes of id and 8 of direct map per keyframe on top of the codes. Its codebooks
+  need training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x
+  max(nlist, 256), FAISS's k-means minimum for 8-bit codes) it stays an exact fp16 index, then
+  it is trained once on a random sample of what it holds (at most 64 x max(nlist, 256) vectors)
+  and every vector is moved over. `nprobe` trades speed for recall (bench/map_scaling.py).
+- `auto`: exact fp16 for small maps, IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
+  the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
+  or the map memory budget (README "A map that scales").
 
-Keyframe ids are stored in the index (IndexIDMap for flat/fp16, native ids for IVF). When
-faiss-gpu and a GPU are present the index can be mirrored on the GPU for search; the CPU copy stays
-the one that is saved.
+Fast-scan IVF-PQ (4-bit codes, earlier vpr_ros) is not offered: FAISS 1.15 crashes decoding the
+codes of a loaded fast-scan index, and sequence decisions need the descriptors back.
+
+Keyframe ids are stored in the index (IndexIDMap for flat/fp16, positions of the IVF direct map,
+which requires ids 0..N-1 added in order, as the keyframe map does). When faiss-gpu and a GPU are
+present the index can be mirrored on the GPU for search; the CPU copy stays the one that is saved.
 """
 import logging
 from dataclasses import asdict, dataclass
@@ -29,15 +34,17 @@ from vpr_ros.mapping.errors import MapFormatError
 
 LOG = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "fp16", "ivfpq")
+INDEX_KINDS = ("flat", "fp16", "ivfpq", "auto")
 KMEANS_POINTS_PER_CENTROID = 39
 TRAIN_POINTS_PER_CENTROID = 64
-PQ_BITS = 4
+PQ_BITS = 8
+AUTO_COMPRESS_AT = 50_000
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a map indexes its descriptors. `pq_m=0` picks dim/4 sub-vectors (32 bytes for dim 256)."""
+    """How a map indexes its descriptors. `pq_m=0` picks dim/16 one-byte sub-vectors (64 bytes
+    for dim 1024)."""
 
     kind: str = "flat"
     nlist: int = 256
@@ -48,19 +55,31 @@ class IndexSpec:
         """This spec with `pq_m` resolved for `dim`; ValueError naming the bad field otherwise."""
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"unknown index type {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
-        if self.kind != "ivfpq":
+        if not self.compresses:
             return self
         if self.nlist < 1 or self.nprobe < 1:
-            raise ValueError(f"ivfpq needs nlist >= 1 and nprobe >= 1, got {self.nlist}, {self.nprobe}")
-        pq_m = self.pq_m or max(1, dim // 4)
-        if dim % pq_m or pq_m % 2:
-            raise ValueError(f"ivfpq pq_m={pq_m} must be even and divide the descriptor dimension {dim}")
+            raise ValueError(f"{self.kind} needs nlist >= 1 and nprobe >= 1, got {self.nlist}, "
+                             f"{self.nprobe}")
+        pq_m = self.pq_m or max(1, dim // 16)
+        if dim % pq_m:
+            raise ValueError(f"{self.kind} pq_m={pq_m} must divide the descriptor dimension {dim}")
         return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe)
 
     @property
+    def compresses(self) -> bool:
+        """True for the kinds that switch to IVF-PQ codes once trained (ivfpq, auto)."""
+        return self.kind in ("ivfpq", "auto")
+
+    @property
     def min_train_vectors(self) -> int:
-        """Keyframes needed before an ivfpq index is trained (k-means needs 39 points per centroid)."""
+        """Keyframes needed to train IVF-PQ (k-means needs 39 points per centroid)."""
         return KMEANS_POINTS_PER_CENTROID * max(self.nlist, 2 ** PQ_BITS)
+
+    @property
+    def train_at(self) -> int:
+        """Map size at which the exact buffer is replaced by IVF-PQ codes."""
+        minimum = self.min_train_vectors
+        return max(minimum, AUTO_COMPRESS_AT) if self.kind == "auto" else minimum
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +105,7 @@ class VectorIndex:
                  use_gpu: bool = False):
         self.dim = dim
         self.spec = spec.validated(dim)
-        self.index = index if index is not None else _exact_index(dim, "fp16" if spec.kind == "fp16" else "flat")
+        self.index = index if index is not None else _exact_index(dim, "flat" if spec.kind == "flat" else "fp16")
         if self.index.d != dim:
             raise MapFormatError(f"index dimension {self.index.d} differs from the manifest's {dim}")
         if use_gpu and not gpu_available():
@@ -99,17 +118,33 @@ class VectorIndex:
 
     @property
     def trained(self) -> bool:
-        """True once an ivfpq index has switched from its exact buffer to trained IVF-PQ codes."""
+        """True once an ivfpq/auto index has switched from its exact buffer to IVF-PQ codes."""
         return faiss.try_extract_index_ivf(self.index) is not None
+
+    def describe(self) -> str:
+        """What the index holds now, e.g. 'auto: exact fp16 until 50000 keyframes'."""
+        if self.trained:
+            return (f"{self.spec.kind}: IVF-PQ, {self.spec.pq_m}-byte codes, nlist {self.spec.nlist}, "
+                    f"nprobe {self.spec.nprobe}")
+        exact = "flat" if self.spec.kind == "flat" else "fp16"
+        if self.spec.compresses:
+            return f"{self.spec.kind}: exact {exact} until {self.spec.train_at} keyframes"
+        return f"{self.spec.kind}: exact"
 
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add (N, dim) float32 vectors under int64 `ids`; trains ivfpq when it has enough data."""
-        self.index.add_with_ids(vectors, ids.astype(np.int64))
-        if self.spec.kind == "ivfpq" and not self.trained and self.ntotal >= self.spec.min_train_vectors:
+        """Add (N, dim) float32 vectors under int64 `ids`; trains IVF-PQ when it has enough data."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.trained:
+            if not np.array_equal(ids, np.arange(self.ntotal, self.ntotal + len(ids))):
+                raise ValueError("an IVF-PQ map takes keyframe ids in order, continuing from its size")
+            self.index.add(vectors)
+        else:
+            self.index.add_with_ids(vectors, ids)
+        if self.spec.compresses and not self.trained and self.ntotal >= self.spec.train_at:
             self._train_ivfpq()
         self._gpu_index = None
 
@@ -123,19 +158,20 @@ class VectorIndex:
 
     @property
     def stores_vectors(self) -> bool:
-        """True for the kinds that can give back every stored descriptor (flat, fp16).
-
-        ivfpq keeps 4-bit fast-scan codes only, and FAISS 1.15 crashes decoding them from a
-        loaded index, so it is not offered.
-        """
-        return self.spec.kind != "ivfpq"
+        """True: every kind gives back its descriptors (IVF-PQ approximately, decoded from codes)."""
+        return True
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k)."""
-        if not self.stores_vectors:
-            raise ValueError("an ivfpq map keeps compressed codes only and cannot give back stored "
-                             "descriptors; use a flat or fp16 map")
-        return self.index.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+        """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k).
+
+        IVF-PQ decodes coarse centroid + residual code: a descriptor within the quantization
+        error, not unit-norm, so it is renormalized (cosines stay cosines).
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not self.trained:
+            return self.index.index.reconstruct_batch(ids)
+        vectors = self.index.reconstruct_batch(ids)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _search_index(self) -> faiss.Index:
         if not self.use_gpu:
@@ -171,12 +207,15 @@ class VectorIndex:
         sample = vectors
         if count > sample_size:
             sample = vectors[np.random.default_rng(0).choice(count, sample_size, replace=False)]
-        LOG.info("training IVF-PQ fast-scan (nlist=%d, %d x %d-bit codes) on %d of %d keyframes",
+        if not np.array_equal(ids, np.arange(count)):
+            raise ValueError("IVF-PQ needs keyframe ids 0..N-1 in order (its direct map)")
+        LOG.info("training IVF-PQ (nlist=%d, %d x %d-bit codes) on %d of %d keyframes",
                  spec.nlist, spec.pq_m, PQ_BITS, len(sample), count)
-        ivfpq = faiss.index_factory(self.dim, f"IVF{spec.nlist},PQ{spec.pq_m}x{PQ_BITS}fs",
+        ivfpq = faiss.index_factory(self.dim, f"IVF{spec.nlist},PQ{spec.pq_m}x{PQ_BITS}",
                                     faiss.METRIC_INNER_PRODUCT)
         ivfpq.train(sample)
-        ivfpq.add_with_ids(vectors, ids)
+        ivfpq.make_direct_map()
+        ivfpq.add(vectors)
         self.index = ivfpq
         self._apply_search_settings()
 
@@ -190,8 +229,14 @@ class VectorIndex:
             index = faiss.read_index(path)
         except RuntimeError as err:
             raise MapFormatError(f"cannot read FAISS index {path}: {err}") from None
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and not (isinstance(index, faiss.IndexIVFPQ)
+                                    and ivf.direct_map.type == faiss.DirectMap.Array):
+            raise MapFormatError(f"index file {path} holds {type(index).__name__} codes without a "
+                                 f"direct map (fast-scan maps of vpr_ros before issue 13), which "
+                                 f"cannot give back descriptors; rebuild the map")
         loaded = cls(dim, spec, index, use_gpu=use_gpu)
-        expected_trained = trained and spec.kind == "ivfpq"
+        expected_trained = trained and spec.compresses
         if loaded.trained != expected_trained:
             raise MapFormatError(f"index file {path} does not hold the {spec.kind} index the manifest describes")
         return loaded

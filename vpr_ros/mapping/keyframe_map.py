@@ -62,7 +62,7 @@ class KeyframeMap:
                pq_m: int = 0, nprobe: int = 96, use_gpu: bool = False) -> "KeyframeMap":
         """An empty map for descriptors of `dim` from the model with `fingerprint`.
 
-        `index`: "flat" (exact), "fp16" or "ivfpq" (see `vpr_ros.mapping.index`). `use_gpu` mirrors
+        `index`: "flat" (exact), "fp16", "ivfpq" or "auto" (see `vpr_ros.mapping.index`). `use_gpu` mirrors
         the index on GPU 0 for search (needs faiss-gpu and a GPU).
         """
         if dim < 1:
@@ -87,6 +87,10 @@ class KeyframeMap:
     @property
     def index_spec(self) -> IndexSpec:
         return self._index.spec
+
+    def index_summary(self) -> str:
+        """What the index holds now, e.g. 'auto: exact fp16 until 50000 keyframes'."""
+        return self._index.describe()
 
     def index_bytes(self) -> int:
         """Bytes of the FAISS index (descriptors, codes and ids) as saved."""
@@ -124,11 +128,12 @@ class KeyframeMap:
 
     @property
     def stores_descriptors(self) -> bool:
-        """True when `descriptors` can give back stored descriptors (flat and fp16 maps)."""
+        """True when `descriptors` can give back stored descriptors (every kind; IVF-PQ decodes)."""
         return self._index.stores_vectors
 
     def descriptors(self, keyframe_ids) -> np.ndarray:
-        """(n, dim) float32 stored descriptors of `keyframe_ids` (for exact re-scoring)."""
+        """(n, dim) float32 stored descriptors of `keyframe_ids` (for re-scoring; decoded, so
+        approximate, once an ivfpq/auto map is compressed)."""
         ids = np.asarray(keyframe_ids, dtype=np.int64).reshape(-1)
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
             raise ValueError(f"keyframe ids must be in 0..{len(self) - 1}")
