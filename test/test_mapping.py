@@ -26,6 +26,13 @@ def unit_rows(count: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+def bounded_rows(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit rows whose components stay within about ±1.5/sqrt(dim), like a NetVLAD descriptor's."""
+    rng = np.random.default_rng(seed)
+    rows = np.sign(rng.standard_normal((count, dim))) + 0.3 * rng.uniform(-1, 1, (count, dim))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
 def day_records(count: int, session: str = "day", condition: str = "day"):
     features = LocalFeatures(np.arange(20, dtype=np.float32).reshape(10, 2),
                              np.full((10, 32), 7, np.uint8), (640, 360))
@@ -116,10 +123,10 @@ def one_faiss_thread():
 def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path, one_faiss_thread):
     """8-bit IVF-PQ: exact fp16 until trained, then codes that still give descriptors back, before
     and after a save/load (FAISS 1.15 crashed decoding a loaded fast-scan index)."""
-    dim = 64
+    dim = 32
     minimum = IndexSpec("ivfpq", nlist=16).min_train_vectors
     assert minimum == 39 * 256
-    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=16, nprobe=8)
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=8, nprobe=8)
     vectors = unit_rows(minimum + 100, dim)
     kf_map.add(vectors[: minimum - 1], [Keyframe("day", float(i)) for i in range(minimum - 1)])
     assert kf_map.manifest()["index"]["trained"] is False
@@ -144,15 +151,46 @@ def test_auto_index_is_exact_until_its_size_then_compressed(monkeypatch, one_fai
     from vpr_ros.mapping import index as index_module
 
     monkeypatch.setattr(index_module, "AUTO_COMPRESS_AT", 12_000)
-    kf_map = KeyframeMap.create(32, "m", index="auto", nlist=16)
+    kf_map = KeyframeMap.create(64, "m", index="auto", nlist=16)
     assert kf_map.index_spec.train_at == 12_000
-    vectors = unit_rows(12_000, 32)
+    vectors = bounded_rows(12_000, 64)
     kf_map.add(vectors[:11_999], [Keyframe("day", float(i)) for i in range(11_999)])
-    assert "exact fp16 until 12000" in kf_map.index_summary()
+    assert "exact sq8 until 12000" in kf_map.index_summary()
     assert np.allclose(kf_map.descriptors([7]), vectors[7], atol=1e-3)
+    assert kf_map.index_bytes() < 11_999 * (64 + 16) + 10_000
     kf_map.add(vectors[11_999:], [Keyframe("day", 0.0)])
     assert kf_map.manifest()["index"]["trained"] is True
-    assert "IVF-PQ, 2-byte codes" in kf_map.index_summary()
+    assert "IVF-PQ, 4-byte codes" in kf_map.index_summary()
+
+
+def test_sq8_index_needs_no_training_round_trips_and_refuses_out_of_range(tmp_path):
+    vectors = bounded_rows(300, 256)
+    kf_map = KeyframeMap.create(256, "m", index="sq8")
+    kf_map.add(vectors, [Keyframe("day", float(i)) for i in range(300)])
+    assert np.array_equal(kf_map.search(vectors, 1)[1][:, 0], np.arange(300))
+    assert np.abs(kf_map.descriptors(np.arange(300)) - vectors).max() <= 0.5 / 255 + 1e-6
+    assert kf_map.index_bytes() < 300 * (256 + 16) + 1000
+    kf_map.save(tmp_path / "map")
+    loaded = KeyframeMap.load(tmp_path / "map")
+    np.testing.assert_array_equal(loaded.descriptors([4, 9]), kf_map.descriptors([4, 9]))
+    spike = np.zeros((1, 256), np.float32)
+    spike[0, 0] = 1.0
+    with pytest.raises(ValueError, match="beyond the sq8 range.*--index fp16"):
+        loaded.add(spike, [Keyframe("day", 0.0)])
+
+
+def test_auto_map_keeps_fp16_when_a_descriptor_leaves_the_sq8_range(tmp_path):
+    kf_map = KeyframeMap.create(256, "m", index="auto")
+    vectors = bounded_rows(20, 256)
+    kf_map.add(vectors, [Keyframe("day", float(i)) for i in range(20)])
+    assert "exact sq8" in kf_map.index_summary()
+    spike = np.zeros((1, 256), np.float32)
+    spike[0, 0] = 1.0
+    kf_map.add(spike, [Keyframe("day", 20.0)])
+    assert "exact fp16" in kf_map.index_summary()
+    np.testing.assert_allclose(kf_map.descriptors([3, 20]), [vectors[3], spike[0]], atol=3e-3)
+    kf_map.save(tmp_path / "map")
+    assert "exact fp16" in KeyframeMap.load(tmp_path / "map").index_summary()
 
 
 def test_fast_scan_index_of_an_older_map_is_refused(tmp_path, one_faiss_thread):

@@ -2,8 +2,12 @@
 
 Index kinds:
 - `flat`: exact search, 4·dim bytes per keyframe.
-- `fp16`: `IndexScalarQuantizer(QT_fp16)`, half the memory, scores within ~1e-3 of exact (2 KB per
-  keyframe for the default 1024-D descriptor).
+- `fp16`: `IndexScalarQuantizer(QT_fp16)`, half the memory, scores within ~1e-3 of exact.
+- `sq8`: `IndexScalarQuantizer(QT_8bit_uniform)` over the fixed range ±`SQ8_RANGE`, one byte per
+  dimension (2 KB per keyframe for the default 2048-D descriptor) and nothing to train: every
+  component of an L2-normalized NetVLAD descriptor of K intra-normalized clusters lies within
+  ±1/√K, so ±0.25 holds for K ≥ 16 (step 0.002; validation R@1 unchanged, bench/descriptor_size.py).
+  A component beyond the range (a PCA-whitened model) is refused: use fp16 for such models.
 - `ivfpq`: IVF-PQ (`IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m`
   bytes of 8-bit product quantization; 64 bytes with the default pq_m = dim/16) with an array
   direct map, so stored descriptors come back approximately (`reconstruct`) for sequence
@@ -12,7 +16,8 @@ Index kinds:
   max(nlist, 256), FAISS's k-means minimum for 8-bit codes) it stays an exact fp16 index, then
   it is trained once on a random sample of what it holds (at most 64 x max(nlist, 256) vectors)
   and every vector is moved over. `nprobe` trades speed for recall (bench/map_scaling.py).
-- `auto`: exact fp16 for small maps, IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
+- `auto`: exact sq8 for small maps (fp16 as soon as a descriptor leaves the sq8 range: such a
+  model is not plain NetVLAD), IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
   the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
   or the map memory budget (README "A map that scales").
 
@@ -34,7 +39,8 @@ from vpr_ros.mapping.errors import MapFormatError
 
 LOG = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "fp16", "ivfpq", "auto")
+INDEX_KINDS = ("flat", "fp16", "sq8", "ivfpq", "auto")
+SQ8_RANGE = 0.25
 KMEANS_POINTS_PER_CENTROID = 39
 TRAIN_POINTS_PER_CENTROID = 64
 PQ_BITS = 8
@@ -66,6 +72,11 @@ class IndexSpec:
         return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe)
 
     @property
+    def exact_kind(self) -> str:
+        """The exact index the map holds before (or instead of) IVF-PQ codes."""
+        return {"ivfpq": "fp16", "auto": "sq8"}.get(self.kind, self.kind)
+
+    @property
     def compresses(self) -> bool:
         """True for the kinds that switch to IVF-PQ codes once trained (ivfpq, auto)."""
         return self.kind in ("ivfpq", "auto")
@@ -88,6 +99,11 @@ class IndexSpec:
 def _exact_index(dim: int, kind: str) -> faiss.Index:
     if kind == "fp16":
         inner = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "sq8":
+        inner = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit_uniform,
+                                           faiss.METRIC_INNER_PRODUCT)
+        faiss.copy_array_to_vector(np.array([-SQ8_RANGE, 2 * SQ8_RANGE], np.float32), inner.sq.trained)
+        inner.is_trained = True
     else:
         inner = faiss.IndexFlatIP(dim)
     return faiss.IndexIDMap(inner)
@@ -105,7 +121,7 @@ class VectorIndex:
                  use_gpu: bool = False):
         self.dim = dim
         self.spec = spec.validated(dim)
-        self.index = index if index is not None else _exact_index(dim, "flat" if spec.kind == "flat" else "fp16")
+        self.index = index if index is not None else _exact_index(dim, self.spec.exact_kind)
         if self.index.d != dim:
             raise MapFormatError(f"index dimension {self.index.d} differs from the manifest's {dim}")
         if use_gpu and not gpu_available():
@@ -121,14 +137,23 @@ class VectorIndex:
         """True once an ivfpq/auto index has switched from its exact buffer to IVF-PQ codes."""
         return faiss.try_extract_index_ivf(self.index) is not None
 
+    @property
+    def exact_kind(self) -> str:
+        """flat, fp16 or sq8: what the exact index holds (empty string once IVF-PQ)."""
+        if self.trained:
+            return ""
+        inner = faiss.downcast_index(self.index.index)
+        if not isinstance(inner, faiss.IndexScalarQuantizer):
+            return "flat"
+        return "fp16" if inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16 else "sq8"
+
     def describe(self) -> str:
-        """What the index holds now, e.g. 'auto: exact fp16 until 50000 keyframes'."""
+        """What the index holds now, e.g. 'auto: exact sq8 until 50000 keyframes'."""
         if self.trained:
             return (f"{self.spec.kind}: IVF-PQ, {self.spec.pq_m}-byte codes, nlist {self.spec.nlist}, "
                     f"nprobe {self.spec.nprobe}")
-        exact = "flat" if self.spec.kind == "flat" else "fp16"
         if self.spec.compresses:
-            return f"{self.spec.kind}: exact {exact} until {self.spec.train_at} keyframes"
+            return f"{self.spec.kind}: exact {self.exact_kind} until {self.spec.train_at} keyframes"
         return f"{self.spec.kind}: exact"
 
     @property
@@ -143,6 +168,8 @@ class VectorIndex:
                 raise ValueError("an IVF-PQ map takes keyframe ids in order, continuing from its size")
             self.index.add(vectors)
         else:
+            if self.exact_kind == "sq8" and len(vectors) and np.abs(vectors).max() > SQ8_RANGE:
+                self._leave_sq8(float(np.abs(vectors).max()))
             self.index.add_with_ids(vectors, ids)
         if self.spec.compresses and not self.trained and self.ntotal >= self.spec.train_at:
             self._train_ivfpq()
@@ -196,6 +223,20 @@ class VectorIndex:
         ivf = faiss.try_extract_index_ivf(self.index)
         if ivf is not None:
             ivf.nprobe = self.spec.nprobe
+
+    def _leave_sq8(self, peak: float) -> None:
+        """An auto map moves its sq8 buffer to fp16; an sq8 map refuses (it would clip)."""
+        if self.spec.kind == "sq8":
+            raise ValueError(f"a descriptor component of {peak:.3f} lies beyond the sq8 range "
+                             f"±{SQ8_RANGE} (a PCA-whitened model?); build the map with --index "
+                             f"fp16, flat or auto")
+        LOG.info("descriptor component %.3f beyond the sq8 range ±%s: the map keeps fp16 instead",
+                 peak, SQ8_RANGE)
+        fp16 = _exact_index(self.dim, "fp16")
+        if self.ntotal:
+            fp16.add_with_ids(self.index.index.reconstruct_n(0, self.ntotal),
+                              faiss.vector_to_array(self.index.id_map).astype(np.int64))
+        self.index = fp16
 
     def _train_ivfpq(self) -> None:
         """Train IVF-PQ on every vector held so far, move them over, and drop the exact buffer."""
