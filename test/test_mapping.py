@@ -160,7 +160,7 @@ def test_auto_index_is_exact_until_its_size_then_compressed(monkeypatch, one_fai
     assert kf_map.index_bytes() < 11_999 * (64 + 16) + 10_000
     kf_map.add(vectors[11_999:], [Keyframe("day", 0.0)])
     assert kf_map.manifest()["index"]["trained"] is True
-    assert "IVF-PQ, 4-byte codes" in kf_map.index_summary()
+    assert "IVF-PQ, 2-byte codes" in kf_map.index_summary()
 
 
 def test_sq8_index_needs_no_training_round_trips_and_refuses_out_of_range(tmp_path):

@@ -12,6 +12,7 @@ from vpr_ros.mapping import KeyframeMap, MapMismatchError
 from vpr_ros.model import ModelConfig, build_model
 from vpr_ros.model.backbones import create_backbone
 from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vpr_ros.model.local_pca import fit_local_pca, project, set_projection
 from vpr_ros.model.netvlad import NetVLAD
 from vpr_ros.model.whitening import fit_pca_whitening
 from vpr_ros.runtime.embedder import load_embedder
@@ -180,6 +181,52 @@ def test_maps_of_the_old_default_model_are_refused(tmp_path):
     KeyframeMap.create(old.output_dim, old.fingerprint()).save(tmp_path / "map")
     with pytest.raises(MapMismatchError, match="rebuild the map with this model"):
         KeyframeMap.load(tmp_path / "map", expected_fingerprint=new.fingerprint())
+
+
+def test_maps_of_the_13312_d_default_are_refused(tmp_path):
+    """Issue 13 added the local PCA (208 → 64, K = 32): maps of the 13312-D model are refused."""
+    old = build_model(ModelConfig(reduce_dim=None, num_clusters=64), pretrained=False)
+    new = build_model(pretrained=False)
+    assert (old.output_dim, new.output_dim) == (13312, 2048)
+    KeyframeMap.create(old.output_dim, old.fingerprint()).save(tmp_path / "map")
+    with pytest.raises(MapMismatchError, match="rebuild the map with this model"):
+        KeyframeMap.load(tmp_path / "map", expected_fingerprint=new.fingerprint())
+
+
+def test_local_pca_finds_the_principal_axes_and_the_conv_applies_them():
+    rng = np.random.default_rng(0)
+    axes = np.linalg.qr(rng.standard_normal((12, 12)))[0][:, :3].T        # (3, 12) orthonormal
+    signal = rng.standard_normal((20000, 3)) * [5.0, 3.0, 1.5]
+    features = signal @ axes + 0.05 * rng.standard_normal((20000, 12)) + 7.0
+    mean, projection = fit_local_pca(features, 3)
+    np.testing.assert_allclose(mean, features.mean(0), atol=1e-4)
+    np.testing.assert_allclose(np.abs(projection @ axes.T), np.eye(3), atol=0.03)
+    conv = torch.nn.Conv2d(12, 3, kernel_size=1)
+    set_projection(conv, mean, projection)
+    x = torch.from_numpy(features[:6].T.reshape(1, 12, 2, 3).astype(np.float32))
+    with torch.no_grad():
+        out = conv(x)[0].reshape(3, -1).T.numpy()
+    np.testing.assert_allclose(out, project(features[:6], mean, projection), atol=1e-4)
+    with pytest.raises(ValueError, match="too few"):
+        fit_local_pca(features[:3], 3)
+
+
+def test_offtheshelf_init_fits_the_reduction_as_pca_before_clustering():
+    """The 1×1 reduction becomes the PCA of the sample's local features: centred outputs with
+    decreasing variance, and NetVLAD's centers live in the reduced space."""
+    from vpr_ros.model.clustering import init_netvlad, sample_local_features
+
+    model = build_model(ModelConfig(**dict(TINY, reduce_dim=16))).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(12)]
+    init_netvlad(model, images)
+    raw = sample_local_features(model, images)
+    with torch.no_grad():
+        reduced = model.reduce(torch.from_numpy(raw.T[None, :, :, None]))[0, :, :, 0].numpy().T
+    np.testing.assert_allclose(reduced.mean(0), 0.0, atol=1e-3)
+    variance = reduced.var(0)
+    assert np.all(np.diff(variance) <= 1e-6) and model.netvlad.centroids.shape == (8, 16)
+    assert model(torch.rand(1, 3, 96, 128)).shape == (1, 8 * 16)
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -9,7 +9,7 @@ Index kinds:
   ±1/√K, so ±0.25 holds for K ≥ 16 (step 0.002; validation R@1 unchanged, bench/descriptor_size.py).
   A component beyond the range (a PCA-whitened model) is refused: use fp16 for such models.
 - `ivfpq`: IVF-PQ (`IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m`
-  bytes of 8-bit product quantization; 64 bytes with the default pq_m = dim/16) with an array
+  bytes of 8-bit product quantization; 64 bytes with the default pq_m = dim/32) with an array
   direct map, so stored descriptors come back approximately (`reconstruct`) for sequence
   matching; 8 bytes of id and 8 of direct map per keyframe on top of the codes. Its codebooks
   need training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x
@@ -49,8 +49,8 @@ AUTO_COMPRESS_AT = 50_000
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a map indexes its descriptors. `pq_m=0` picks dim/16 one-byte sub-vectors (64 bytes
-    for dim 1024)."""
+    """How a map indexes its descriptors. `pq_m=0` picks dim/32 one-byte sub-vectors (64 bytes
+    for dim 2048: 80 bytes per keyframe with id and direct map, 80 MB at 1e6)."""
 
     kind: str = "flat"
     nlist: int = 256
@@ -66,7 +66,7 @@ class IndexSpec:
         if self.nlist < 1 or self.nprobe < 1:
             raise ValueError(f"{self.kind} needs nlist >= 1 and nprobe >= 1, got {self.nlist}, "
                              f"{self.nprobe}")
-        pq_m = self.pq_m or max(1, dim // 16)
+        pq_m = self.pq_m or max(1, dim // 32)
         if dim % pq_m:
             raise ValueError(f"{self.kind} pq_m={pq_m} must divide the descriptor dimension {dim}")
         return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe)
