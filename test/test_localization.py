@@ -261,6 +261,8 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
     assert main(["build-map", "--source", str(sample_dir / "day_right"), "--session", "day",
                  "--condition", "day", "--every", "2", "--out", str(map_dir)]) == 0
     assert len(KeyframeMap.load(map_dir)) == 50
+    # The default index is auto; the pixel descriptors leave the sq8 range, so it keeps fp16.
+    assert "index auto: exact fp16 until 50000 keyframes" in capsys.readouterr().out
     assert main(["build-map", "--source", str(sample_dir / "night_right"), "--session", "night",
                  "--condition", "night", "--every", "10", "--verification", "orb", "--out", str(map_dir)]) == 0
     kf_map = KeyframeMap.load(map_dir, expected_fingerprint=PixelEmbedder.fingerprint)
