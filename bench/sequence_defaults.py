@@ -1,4 +1,5 @@
-"""How the sequence defaults (length, threshold, warm-up) were chosen: on validation data only.
+"""How the decision defaults (sequence length, threshold, warm-up; score threshold) were chosen,
+on validation data only.
 
 Validation = Gardens Point places 0-99 (night_right queries 0-99 against day_right and day_left)
 and Nordland summer -> winter; the test (all 200 places) is never read here. NetVLAD is
@@ -14,6 +15,8 @@ clustered on each db traversal, as `vpr-ros eval` does (map images, never querie
   one of both Gardens Point pairs ("joint"), rounded up to 0.1. Nordland (64x32 frames scaled up) gives
   R@1 against L; its margins are too weak to set a threshold (its right matches have a median
   margin under 0.5).
+- Score threshold (single-frame and chain decisions): the lowest cosine above every wrong
+  single-frame top-1 match of both Gardens Point pairs on places 0-99, rounded up to 0.01.
 
     python bench/sequence_defaults.py                   # datasets from $VPR_ROS_DATASETS
     python bench/sequence_defaults.py --lengths 10,20 --warmups 1,5
@@ -81,6 +84,17 @@ def calibrate(pairs, length: int, warmup: int):
                    for name, evidence, right, bar, within in rows]
 
 
+def score_threshold(pairs) -> float:
+    """Lowest cosine above every wrong top-1 match on places 0-99 of every pair, up to 0.01."""
+    wrong = []
+    for db, queries in pairs.values():
+        similarity = queries[:PLACES] @ db[:PLACES].T
+        top = similarity.argmax(axis=1)
+        off = np.abs(top - np.arange(PLACES)) > 2
+        wrong.extend(similarity[np.arange(PLACES), top][off])
+    return math.ceil(max(wrong, default=-1.0) * 100) / 100
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     gp, nordland = args.datasets / "gardens_point", args.datasets / "nordland_tiny"
@@ -90,6 +104,7 @@ def main(argv=None) -> int:
     pairs = {db: embed(gp / db, gp / "night_right") for db in ("day_right", "day_left")}
     summer, winter = embed(nordland / "summer", nordland / "winter")
     lengths = [int(v) for v in args.lengths.split(",")]
+    print(f"\nscore threshold (single and chain decisions, places 0-99): {score_threshold(pairs):.2f}")
     print("\nGardens Point places 0-99 (validation): threshold with no false loop closure, the")
     print("share of night frames then accepted right (impostors: a map of places 100-199), and")
     print("the share of frames whose reported end is within ±1 frame")

@@ -21,8 +21,9 @@ class EngineConfig:
     session, condition: tags stored with keyframes added in mapping mode ("night", "rain", ...).
     top_k: neighbours retrieved per frame (candidates in every decision).
     score_threshold: single and chain decisions: a match needs at least this cosine similarity.
-        0.37 is the lowest score above every wrong single-frame match of the default model on
-        Gardens Point places 0-99 (both pairs; README); tune it on an eval PR curve.
+        0.44 is the lowest score above every wrong single-frame match of the default model on
+        Gardens Point places 0-99 (both pairs; `python bench/sequence_defaults.py`); tune it on
+        an eval PR curve.
     exclusion_window_s: skip keyframes this engine added in the last N s (it always "matches"
         where it just was); keyframes of earlier sessions are never excluded.
     exclusion_distance_m: with poses, also skip them until the robot has travelled this far since
@@ -68,7 +69,7 @@ class EngineConfig:
     session: str = "session"
     condition: str = ""
     top_k: int = 10
-    score_threshold: float = 0.37
+    score_threshold: float = 0.44
     exclusion_window_s: float = 30.0
     exclusion_distance_m: float = 10.0
     rerank: str = "none"
