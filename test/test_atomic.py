@@ -59,6 +59,7 @@ def test_a_saved_checkpoint_is_readable_by_other_users(tmp_path, umask_022):
     from vpr_ros.model.checkpoint import save_checkpoint
 
     model = build_model(ModelConfig(backbone="efficientnet_lite0", image_long_side=96,
-                                    num_clusters=8, backbone_kwargs={"feature_block": 5}))
+                                    num_clusters=8, reduce_dim=16,
+                                    backbone_kwargs={"feature_block": 5}))
     save_checkpoint(tmp_path / "model.pt", model)
     assert mode(tmp_path / "model.pt") == 0o644

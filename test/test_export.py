@@ -19,10 +19,11 @@ from vpr_ros.runtime.onnxruntime_backend import (OnnxRuntimeEmbedder, create_ses
 
 
 def tiny_model(backbone="efficientnet_lite0", whitening_dim=24):
-    """Pretrained Lite cut at block 5 (40/48 ch), K=8, random NetVLAD, PCA-whitening to 24."""
+    """Pretrained Lite cut at block 5 (40/48 ch), 1×1 reduction to 16, K=8, random NetVLAD,
+    PCA-whitening to 24."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_long_side=128, num_clusters=8,
-                                    backbone_kwargs={"feature_block": 5}))
+                                    reduce_dim=16, backbone_kwargs={"feature_block": 5}))
     rng = np.random.default_rng(0)
     projection = rng.standard_normal((whitening_dim, model.netvlad.output_dim)).astype(np.float32)
     model.set_whitening(rng.standard_normal(model.netvlad.output_dim).astype(np.float32) * 0.01,

@@ -388,7 +388,7 @@ def test_localize_with_another_model_refuses_before_exporting(sample_dir, tmp_pa
     kf_map.save(tmp_path / "m")
     checkpoint = tmp_path / "other.pt"
     save_checkpoint(checkpoint, build_model(ModelConfig(
-        backbone="efficientnet_lite0", image_long_side=96, num_clusters=8,
+        backbone="efficientnet_lite0", image_long_side=96, num_clusters=8, reduce_dim=16,
         backbone_kwargs={"feature_block": 5})))
     assert main(["localize", "--map", str(tmp_path / "m"), "--source", str(sample_dir / "day_right"),
                  "--model", str(checkpoint), "--backend", "auto",

@@ -183,6 +183,12 @@ def test_maps_of_the_old_default_model_are_refused(tmp_path):
         KeyframeMap.load(tmp_path / "map", expected_fingerprint=new.fingerprint())
 
 
+def test_a_reduction_wider_than_the_backbone_is_refused():
+    with pytest.raises(ValueError, match="reduce_dim 64 does not reduce the 40-channel"):
+        build_model(ModelConfig(backbone="efficientnet_lite0", backbone_kwargs={"feature_block": 4}),
+                    pretrained=False)
+
+
 def test_maps_of_the_13312_d_default_are_refused(tmp_path):
     """Issue 13 added the local PCA (208 → 64, K = 32): maps of the 13312-D model are refused."""
     old = build_model(ModelConfig(reduce_dim=None, num_clusters=64), pretrained=False)

@@ -21,7 +21,7 @@ def tiny_config(root, out, **changes) -> dict:
     config = {
         "output_dir": str(out),
         "model": {"backbone": "efficientnet_lite0", "image_long_side": 64, "num_clusters": 4,
-                  "backbone_kwargs": {"feature_block": 4}},
+                  "reduce_dim": None, "backbone_kwargs": {"feature_block": 4}},
         "data": {
             "train": {"kind": "aligned", "root": str(root), "db_traversals": TRAVERSALS,
                       "query_traversals": TRAVERSALS, "places": [0, 8], "pos_radius": 1,

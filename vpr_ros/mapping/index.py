@@ -19,7 +19,7 @@ Index kinds:
 - `auto`: exact sq8 for small maps (fp16 as soon as a descriptor leaves the sq8 range: such a
   model is not plain NetVLAD), IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
   the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
-  or the map memory budget (README "A map that scales").
+  or the map memory budget (README "Map scaling on real descriptors").
 
 Fast-scan IVF-PQ (4-bit codes, earlier vpr_ros) is not offered: FAISS 1.15 crashes decoding the
 codes of a loaded fast-scan index, and sequence decisions need the descriptors back.

@@ -55,6 +55,10 @@ class VPRModel(nn.Module):
         channels = self.backbone.out_channels
         self.reduce = None
         if config.reduce_dim:
+            if config.reduce_dim >= channels:
+                raise ValueError(f"reduce_dim {config.reduce_dim} does not reduce the "
+                                 f"{channels}-channel {config.backbone} cut; set reduce_dim below "
+                                 f"{channels}, or null to keep every channel")
             self.reduce = nn.Conv2d(channels, config.reduce_dim, kernel_size=1)
             channels = config.reduce_dim
         if config.num_clusters * channels > MAX_VLAD_DIM:
