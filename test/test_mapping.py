@@ -143,7 +143,6 @@ def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_pat
     kf_map.save(tmp_path / "pq")
     loaded = KeyframeMap.load(tmp_path / "pq")
     assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
-    assert loaded.stores_descriptors
     np.testing.assert_array_equal(loaded.descriptors(ids), decoded)
 
 
@@ -204,7 +203,6 @@ def test_fast_scan_index_of_an_older_map_is_refused(tmp_path, one_faiss_thread):
 
 
 def test_stored_descriptors_come_back_by_keyframe_id(day_map):
-    assert day_map.stores_descriptors
     stored = day_map.descriptors([2, 0])
     assert stored.dtype == np.float32 and stored.shape == (2, day_map.dim)
     assert np.allclose(day_map.search(stored, 1)[0][:, 0], 1.0, atol=1e-5)

@@ -219,8 +219,18 @@ def test_the_matcher_defaults_are_the_engine_defaults():
     assert EngineConfig().sequence_settings() == SequenceSettings()
 
 
-def test_sequence_decisions_run_on_a_compressed_map():
-    """Every index kind gives descriptors back (IVF-PQ decodes its codes), so sequences work."""
-    kf_map = KeyframeMap.create(DIM, "synthetic", index="ivfpq")
-    assert kf_map.stores_descriptors
-    LocalizationEngine(kf_map, None, EngineConfig())
+def test_sequence_decisions_run_on_a_compressed_map(route):
+    """IVF-PQ keeps only codes; the matcher scores their decoded descriptors and still follows
+    the route through a map that other places fill past the training size."""
+    kf_map = KeyframeMap.create(DIM, "synthetic", index="ivfpq", nlist=16, pq_m=16)
+    kf_map.add(route, [Keyframe("day", float(p)) for p in range(PLACES)])
+    others = kf_map.index_spec.min_train_vectors
+    kf_map.add(unit(np.random.default_rng(1).standard_normal((others, DIM))),
+               [Keyframe("elsewhere", float(i)) for i in range(others)])
+    assert kf_map.index_bytes() < len(kf_map) * DIM, "codes, not float32 descriptors"
+    engine = LocalizationEngine(kf_map, None, EngineConfig())
+    rng = np.random.default_rng(5)
+    decisions = [engine.process_descriptor(observe(route, p, 1.0, rng), float(p))
+                 for p in range(20, 80)]
+    accepted = [(d.best.keyframe_id, 20 + i) for i, d in enumerate(decisions) if d.accepted]
+    assert len(accepted) >= 20 and all(abs(k - p) <= 2 for k, p in accepted)

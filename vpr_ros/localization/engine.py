@@ -62,10 +62,6 @@ class LocalizationEngine:
                                           ratio=cfg.verification_ratio,
                                           ransac_threshold_px=cfg.verification_ransac_px,
                                           min_inliers=cfg.verification_min_inliers)
-        if cfg.decision == "sequence" and not keyframe_map.stores_descriptors:
-            raise ValueError(f"decision 'sequence' scores the map's stored descriptors, which a "
-                             f"{keyframe_map.index_spec.kind} map does not keep; rebuild the map "
-                             f"with --index flat or fp16, or set decision: chain")
         self.tracks = SessionTracks(keyframe_map)
         self.sequence = SequenceMatcher(keyframe_map, cfg.sequence_settings(), self.tracks,
                                         threads=cfg.search_threads)

@@ -183,11 +183,6 @@ class VectorIndex:
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    @property
-    def stores_vectors(self) -> bool:
-        """True: every kind gives back its descriptors (IVF-PQ approximately, decoded from codes)."""
-        return True
-
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k).
 

@@ -126,11 +126,6 @@ class KeyframeMap:
         self._keyframes.extend(added)
         return ids
 
-    @property
-    def stores_descriptors(self) -> bool:
-        """True when `descriptors` can give back stored descriptors (every kind; IVF-PQ decodes)."""
-        return self._index.stores_vectors
-
     def descriptors(self, keyframe_ids) -> np.ndarray:
         """(n, dim) float32 stored descriptors of `keyframe_ids` (for re-scoring; decoded, so
         approximate, once an ivfpq/auto map is compressed)."""
