@@ -292,7 +292,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", help="backbone name (default: ModelConfig's)")
     parser.add_argument("--feature-block", type=int,
                         help="cut-off block (default: ModelConfig's; needed with --backbone)")
-    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--clusters", type=int, default=ModelConfig().num_clusters,
+                        help="NetVLAD clusters (default: ModelConfig's)")
     parser.add_argument("--whitening-dim", type=int, help="add PCA-whitening to this dim")
     parser.add_argument("--no-tensorrt", action="store_true",
                         help="skip the TensorRT fp16/int8 rows even where TensorRT is present")
