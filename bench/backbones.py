@@ -40,6 +40,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedding_speed import time_embedder  # noqa: E402
+from vpr_ros.evaluation.plots import save_figure  # noqa: E402
 from vpr_ros.evaluation.ground_truth import positives_by_tolerance  # noqa: E402
 from vpr_ros.evaluation.run import score_retrieval  # noqa: E402
 from vpr_ros.export.onnx_export import export_onnx  # noqa: E402
@@ -217,7 +218,6 @@ def plot(rows: List[Dict], chosen: Optional[Dict], budget_ms: float, path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vpr_ros.io.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, marker in (("efficientnet_lite0", "o"), ("efficientnet_lite2", "s")):
@@ -235,9 +235,7 @@ def plot(rows: List[Dict], chosen: Optional[Dict], budget_ms: float, path: Path)
            ylabel="mean validation R@1", title="Cut-off block (label) per backbone")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_csv(rows: List[Dict], path: Path) -> None:

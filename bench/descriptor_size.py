@@ -31,8 +31,6 @@ sequence matching (engine defaults, L = 20; bench/sequence_matching.py's code).
 Writes `descriptor_size.csv` and `descriptor_size.png` into --out.
 """
 import argparse
-import csv
-import io
 import os
 import sys
 from dataclasses import dataclass
@@ -47,10 +45,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backbones import Pair, block_features, clustering_sample, make_pairs, vlad_descriptors  # noqa: E402
+from backbones import (Pair, block_features, clustering_sample, make_pairs,  # noqa: E402
+                       vlad_descriptors, write_csv)
 from sequence_matching import recall_rows  # noqa: E402
+from vpr_ros.evaluation.plots import save_figure  # noqa: E402
 from vpr_ros.evaluation.run import score_retrieval  # noqa: E402
-from vpr_ros.io.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from vpr_ros.io.images import list_images  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
 from vpr_ros.mapping import Keyframe, KeyframeMap  # noqa: E402
@@ -220,14 +219,6 @@ def print_table(rows: List[Dict], pairs: List[Pair], chosen: Dict) -> None:
           f"(highest mean validation R@1 within {BUDGET_BYTES} bytes, storage fitted on nothing)")
 
 
-def write_csv(rows: List[Dict], path: Path) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
-
-
 def plot(rows: List[Dict], pairs: List[Pair], chosen: Dict, path: Path) -> None:
     import matplotlib
 
@@ -248,10 +239,7 @@ def plot(rows: List[Dict], pairs: List[Pair], chosen: Dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -34,11 +34,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vpr_ros.evaluation.plots import save_figure  # noqa: E402
 from vpr_ros.evaluation.ground_truth import positives_by_tolerance  # noqa: E402
 from sequence_defaults import embed  # noqa: E402
 from vpr_ros.evaluation.run import ranking_metrics, score_retrieval  # noqa: E402
 from vpr_ros.evaluation.sequence_retrieval import sequence_ranking  # noqa: E402
-from vpr_ros.io.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
 from vpr_ros.localization.sequence import SequenceMatcher  # noqa: E402
 from vpr_ros.mapping import Keyframe, KeyframeMap  # noqa: E402
@@ -161,10 +162,7 @@ def plot(recalls, timings, path: Path) -> None:
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:

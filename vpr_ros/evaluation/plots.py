@@ -13,7 +13,8 @@ from vpr_ros.io.atomic import atomic_path  # noqa: E402
 from vpr_ros.io.images import read_image  # noqa: E402
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path) -> None:
+    """Write `fig` to `path` as PNG atomically (temp file, then rename) and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -36,7 +37,7 @@ def plot_along_track(estimates: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarr
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pr_curves(curves: Dict[str, Tuple[np.ndarray, np.ndarray, float]], path, title="") -> None:
@@ -48,7 +49,7 @@ def plot_pr_curves(curves: Dict[str, Tuple[np.ndarray, np.ndarray, float]], path
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_match_pairs(pairs: Sequence[Tuple[Path, Path, float, bool]], path, title="",
@@ -70,7 +71,7 @@ def plot_match_pairs(pairs: Sequence[Tuple[Path, Path, float, bool]], path, titl
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pick_examples(correct: np.ndarray, scores: np.ndarray, n_right: int = 3,
@@ -113,4 +114,4 @@ def plot_loop_closures(runs: Dict[str, dict], path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
