@@ -11,6 +11,8 @@ from vpr_ros.localization.verification import FEATURE_TYPES
 MODES = ("localization", "mapping")
 RERANK_METHODS = ("none", "place_voting")
 DECISIONS = ("single", "chain", "sequence")
+_SEQUENCE = SequenceSettings()
+"""The matcher's defaults: the `sequence_*` fields (and `temporal_max_gap_s`) take theirs from it."""
 
 
 @dataclass
@@ -78,17 +80,17 @@ class EngineConfig:
     temporal_consecutive: int = 3
     temporal_max_jump_s: float = 3.0
     temporal_speed_ratio: float = 3.0
-    temporal_max_gap_s: float = 5.0
-    sequence_length: int = 20
-    sequence_warmup_length: int = 5
-    sequence_speed_min: float = 0.8
-    sequence_speed_max: float = 1.25
-    sequence_speed_steps: int = 5
-    sequence_reverse: bool = False
+    temporal_max_gap_s: float = _SEQUENCE.max_gap_s
+    sequence_length: int = _SEQUENCE.length
+    sequence_warmup_length: int = _SEQUENCE.warmup_length
+    sequence_speed_min: float = _SEQUENCE.speed_min
+    sequence_speed_max: float = _SEQUENCE.speed_max
+    sequence_speed_steps: int = _SEQUENCE.speed_steps
+    sequence_reverse: bool = _SEQUENCE.reverse
     sequence_threshold: float = 1.4
-    sequence_rival_window_s: float = 10.0
-    sequence_rival_window_m: float = 10.0
-    sequence_min_step_m: float = 1.0
+    sequence_rival_window_s: float = _SEQUENCE.rival_window_s
+    sequence_rival_window_m: float = _SEQUENCE.rival_window_m
+    sequence_min_step_m: float = _SEQUENCE.min_step_m
     verify: bool = False
     verification_features: str = "orb"
     verification_max_features: int = 1000

@@ -168,8 +168,9 @@ class VectorIndex:
                 raise ValueError("an IVF-PQ map takes keyframe ids in order, continuing from its size")
             self.index.add(vectors)
         else:
-            if self.exact_kind == "sq8" and len(vectors) and np.abs(vectors).max() > SQ8_RANGE:
-                self._leave_sq8(float(np.abs(vectors).max()))
+            peak = float(np.abs(vectors).max()) if len(vectors) else 0.0
+            if peak > SQ8_RANGE and self.exact_kind == "sq8":
+                self._leave_sq8(peak)
             self.index.add_with_ids(vectors, ids)
         if self.spec.compresses and not self.trained and self.ntotal >= self.spec.train_at:
             self._train_ivfpq()
