@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from training.datasets import (load_aligned_traversals, load_dbstruct, load_position_csv,
-                               open_place_set)
+from training.datasets import (concat_place_sets, load_aligned_traversals, load_dbstruct,
+                               load_position_csv, open_place_set, with_synthetic_queries)
+from training.images import SyntheticImage
 from training.config import DatasetSpec
 from training.mining import HardNegativeMiner
 
@@ -182,3 +183,41 @@ def test_mining_needs_the_cache_and_usable_queries(tmp_path):
         HardNegativeMiner(places, negatives_kept=2).mine(0)
     with pytest.raises(ValueError, match="no query has a positive"):
         HardNegativeMiner(places, negatives_sampled=30, negatives_kept=30)
+
+
+def test_synthetic_queries_have_their_source_place_as_positive(tmp_path):
+    root = write_traversals(tmp_path, places=6, size=32)
+    plain = load_aligned_traversals(root, ["day_a", "day_b"], ["night"], pos_radius=0, neg_radius=2)
+    places = with_synthetic_queries(plain, variants=2, seed=3)
+    assert places.num_queries == plain.num_queries + 2 * plain.num_db
+    synthetic = places.query_images[plain.num_queries:]
+    assert all(isinstance(s, SyntheticImage) for s in synthetic)
+    assert [s.source for s in synthetic] == [Path(p) for p in plain.db_images] * 2
+    assert len({s.seed for s in synthetic}) == len(synthetic)
+    positives = places.train_positives()
+    for q, image in enumerate(synthetic, start=plain.num_queries):
+        source = plain.db_images.index(image.source)
+        assert source in positives[q]                        # its own day image counts
+        assert set(plain.db_positions[positives[q], 0]) == {plain.db_positions[source, 0]}
+    assert with_synthetic_queries(plain, 0) is plain
+    again = with_synthetic_queries(plain, variants=2, seed=3).query_images
+    assert again == places.query_images and \
+        with_synthetic_queries(plain, 2, seed=4).query_images != places.query_images
+
+
+def test_concatenated_sets_never_mix_places_and_need_equal_radii(tmp_path):
+    a = load_aligned_traversals(write_traversals(tmp_path / "a", places=6, size=32), ["day_a"],
+                                ["night"])
+    b = load_aligned_traversals(write_traversals(tmp_path / "b", places=4, size=32), ["day_b"],
+                                ["night"])
+    both = concat_place_sets([a, b])
+    assert both.num_db == 10 and both.num_queries == 10
+    positives = both.train_positives()
+    for q in range(both.num_queries):
+        from_a = q < a.num_queries
+        assert len(positives[q]) and all((i < a.num_db) == from_a for i in positives[q])
+    assert set(both.db_traversals[:a.num_db]).isdisjoint(both.db_traversals[a.num_db:])
+    assert concat_place_sets([a]) is a
+    b.pos_radius = 1
+    with pytest.raises(ValueError, match="different radii"):
+        concat_place_sets([a, b])

@@ -10,6 +10,8 @@ import yaml
 from test_training_datasets import write_traversals
 from training.config import config_from_dict, load_config
 from training.distributed import DistContext
+from training.evaluation import embed_paths
+from training.images import PrefixStore
 from training.train import Trainer, main
 from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint
 
@@ -151,7 +153,67 @@ def test_shipped_configs_load_and_need_the_datasets_variable(monkeypatch):
     monkeypatch.setenv("VPR_ROS_DATASETS", "/data")
     for path in configs:
         config = load_config(path)
-        assert config.data.train.root.startswith("/data/")
+        assert config.data.train[0].root.startswith("/data/")
     monkeypatch.delenv("VPR_ROS_DATASETS")
     with pytest.raises(ValueError, match="VPR_ROS_DATASETS .* is not set"):
         load_config(configs[0])
+
+
+def test_cached_frozen_layers_train_like_the_full_network(walk, tmp_path):
+    """The frozen prefix's outputs, computed once, give the descriptors and the step of the
+    network run on images (float16 storage is the only difference)."""
+    cached = Trainer(config_from_dict(tiny_config(walk, tmp_path / "a")), DistContext())
+    plain = Trainer(config_from_dict(tiny_config(walk, tmp_path / "b",
+                                                 **{"data.cache_features": False})), DistContext())
+    assert isinstance(cached.inputs, PrefixStore) and plain.inputs is plain.store
+    assert cached.inputs.start == len(cached.model.backbone.trunk()) - 2
+    paths = cached.train_set.db_images
+    with_cache = embed_paths(cached.model, cached.inputs, paths, 4, DistContext())
+    without = embed_paths(plain.model, plain.store, paths, 4, DistContext())
+    np.testing.assert_allclose(with_cache, without, atol=2e-3)
+    for trainer in (cached, plain):
+        trainer.refresh_cache()
+    queries = cached.miner.queries[:4]
+    assert cached.step(queries) == pytest.approx(plain.step(queries), rel=1e-2, abs=1e-4)
+
+
+def test_frozen_features_are_shared_only_between_equal_frozen_weights(walk, tmp_path, monkeypatch):
+    trainer = Trainer(config_from_dict(tiny_config(walk, tmp_path)), DistContext())
+    shared: dict = {}
+    backbone = trainer.model.backbone
+    first = PrefixStore(trainer.store, backbone, 3, shared)
+    first.batch(trainer.train_set.db_images[:2])
+    calls = []
+    real = backbone.run_trunk
+    monkeypatch.setattr(backbone, "run_trunk", lambda *a: calls.append(1) or real(*a))
+    PrefixStore(trainer.store, backbone, 3, shared).batch(trainer.train_set.db_images[:2])
+    assert not calls                                     # same weights: read from the cache
+    with torch.no_grad():
+        backbone.trunk()[0].weight.add_(0.1)
+    PrefixStore(trainer.store, backbone, 3, shared).batch(trainer.train_set.db_images[:2])
+    assert calls and len(shared) == 2
+
+
+def test_several_training_sets_synthetic_night_and_mean_validation(walk, tmp_path, caplog):
+    train = tiny_config(walk, tmp_path)["data"]["train"]
+    night = {**train, "db_traversals": ["day_a"], "query_traversals": ["night"],
+             "synthetic_night": 1}
+    val = tiny_config(walk, tmp_path)["data"]["val"]
+    config = config_from_dict(tiny_config(walk, tmp_path, **{
+        "data.train": [train, night], "data.val": [val, {**val, "db_traversals": ["day_a"]}]}))
+    trainer = Trainer(config, DistContext())
+    assert trainer.train_set.num_queries == 24 + 8 + 8   # walks, real night, one rendering each
+    caplog.set_level("INFO", logger="training")
+    recall = trainer.fit()
+    assert set(recall) == {1, 2}
+    assert sum("places 8-11" in r.message for r in caplog.records) >= 2
+
+
+def test_dataset_lists_name_the_entry_at_fault(walk, tmp_path):
+    config = tiny_config(walk, tmp_path)
+    config["data"]["train"] = [config["data"]["train"], {"kind": "folder"}]
+    with pytest.raises(ValueError, match=r"data.train\[1\].kind 'folder'"):
+        config_from_dict(config)
+    config["data"]["train"] = [{"kind": "aligned", "sythetic_night": 2}]
+    with pytest.raises(ValueError, match=r"data.train\[0\].sythetic_night"):
+        config_from_dict(config)

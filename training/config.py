@@ -27,13 +27,20 @@ class DatasetSpec:
     pos_radius: Optional[float] = None           # defaults: 2 frames / 10 m (mat: from the file)
     neg_radius: Optional[float] = None           # defaults: 10 frames / 25 m (mat: from the file)
     eval_radius: Optional[float] = None          # defaults: 2 frames / 25 m (mat: from the file)
+    synthetic_night: int = 0                     # night renderings per db image, added as queries
 
 
 @dataclass
 class DataConfig:
-    train: DatasetSpec = field(default_factory=DatasetSpec)
-    val: DatasetSpec = field(default_factory=DatasetSpec)
+    """`train` and `val` each take one dataset or a list: training mixes its sets into one (their
+    places are negatives of each other), validation reports the mean Recall@N over its sets."""
+
+    train: List[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()],
+                                     metadata={"items": DatasetSpec})
+    val: List[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()],
+                                   metadata={"items": DatasetSpec})
     cache_images: bool = True                    # keep resized images in memory between epochs
+    cache_features: bool = True                  # keep the frozen layers' outputs (training.images)
 
 
 @dataclass
@@ -87,9 +94,15 @@ class TrainConfig:
         if self.loss.kernel not in LOG_KERNELS:
             raise ValueError(f"loss.kernel {self.loss.kernel!r} is not one of {sorted(LOG_KERNELS)}")
         for spec_name in ("train", "val"):
-            spec = getattr(self.data, spec_name)
-            if spec.kind not in ("aligned", "mat", "csv"):
-                raise ValueError(f"data.{spec_name}.kind {spec.kind!r} must be aligned, mat or csv")
+            specs = getattr(self.data, spec_name)
+            if not specs:
+                raise ValueError(f"data.{spec_name} lists no dataset")
+            for number, spec in enumerate(specs):
+                if spec.kind not in ("aligned", "mat", "csv"):
+                    raise ValueError(f"data.{spec_name}[{number}].kind {spec.kind!r} must be "
+                                     f"aligned, mat or csv")
+                if spec.synthetic_night < 0:
+                    raise ValueError(f"data.{spec_name}[{number}].synthetic_night must be >= 0")
         if self.select_by_recall_at not in self.recall_ns:
             raise ValueError(f"select_by_recall_at={self.select_by_recall_at} must be one of "
                              f"recall_ns {self.recall_ns}")
@@ -111,7 +124,11 @@ def _build(cls, data, where: str):
     values = {}
     for name, value in data.items():
         kind = known[name].type
-        if dataclasses.is_dataclass(kind):
+        items = known[name].metadata.get("items")
+        if items is not None:
+            listed = value if isinstance(value, list) else [value]
+            values[name] = [_build(items, v, f"{where}{name}[{i}].") for i, v in enumerate(listed)]
+        elif dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, f"{where}{name}.")
         elif name in ("places",) and value is not None:
             values[name] = tuple(value)

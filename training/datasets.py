@@ -19,6 +19,7 @@ import numpy as np
 from scipy.io import loadmat
 from scipy.spatial import cKDTree
 
+from training.images import SyntheticImage
 from vpr_ros.io.images import list_images
 
 PathLike = Union[str, Path]
@@ -246,8 +247,88 @@ def load_position_csv(db_csv: PathLike, query_csv: Optional[PathLike] = None,
                     db_traversals=db_ids, query_traversals=q_ids)
 
 
-def open_place_set(spec) -> PlaceSet:
-    """The `PlaceSet` a `training.config.DatasetSpec` describes (radii default by unit)."""
+def with_synthetic_queries(places: PlaceSet, variants: int, seed: int = 0) -> PlaceSet:
+    """`places` plus `variants` synthetic night renderings of every database image as queries.
+
+    The renderings form a traversal of their own at their sources' positions, so the source image
+    (and the other traversals' images of that place) are positives: the loss sees a day↔night
+    pair for every place, not only for the places that have real night images.
+    """
+    if variants < 1:
+        return places
+    if places.db_traversals is None:
+        db_ids = np.zeros(places.num_db, dtype=np.int64)
+        q_ids = np.ones(places.num_queries, dtype=np.int64)
+    else:
+        db_ids, q_ids = places.db_traversals, places.query_traversals
+    first = int(max(db_ids.max(), q_ids.max())) + 1
+    synthetic = [SyntheticImage(Path(path), seed=_render_seed(seed, i, v))
+                 for v in range(variants) for i, path in enumerate(places.db_images)]
+    return PlaceSet(name=f"{places.name} + {variants} synthetic night per db image",
+                    db_images=places.db_images, db_positions=places.db_positions,
+                    query_images=[*places.query_images, *synthetic],
+                    query_positions=np.concatenate([places.query_positions,
+                                                    np.tile(places.db_positions, (variants, 1))]),
+                    pos_radius=places.pos_radius, neg_radius=places.neg_radius,
+                    eval_radius=places.eval_radius, unit=places.unit, db_traversals=db_ids,
+                    query_traversals=np.concatenate([q_ids, np.full(len(synthetic), first)]))
+
+
+def _render_seed(seed: int, image: int, variant: int) -> int:
+    return int(np.random.SeedSequence([seed, image, variant]).generate_state(1)[0])
+
+
+def concat_place_sets(sets: Sequence[PlaceSet]) -> PlaceSet:
+    """Several place sets trained as one: each set's positions get its index on an extra axis,
+    far beyond any radius, and traversal ids are kept apart, so places of different sets are
+    negatives of each other and never positives. The sets must share their radii."""
+    if len(sets) == 1:
+        return sets[0]
+    if not sets:
+        raise ValueError("no place sets to concatenate")
+    radii = {(s.pos_radius, s.neg_radius, s.eval_radius) for s in sets}
+    if len(radii) > 1:
+        raise ValueError(f"training sets use different radii {sorted(radii)} (pos, neg, eval); "
+                         f"set pos_radius, neg_radius and eval_radius alike in every data.train "
+                         f"entry")
+    dims = max(s.db_positions.shape[1] for s in sets)
+    separation = 1e9
+    db_pos, q_pos, db_ids, q_ids = [], [], [], []
+    next_id = 0
+    for number, places in enumerate(sets):
+        def placed(positions):
+            padded = np.zeros((len(positions), dims + 1))
+            padded[:, :positions.shape[1]] = positions
+            padded[:, dims] = number * separation
+            return padded
+
+        db_pos.append(placed(places.db_positions))
+        q_pos.append(placed(places.query_positions))
+        if places.db_traversals is None:
+            db, query = np.zeros(places.num_db, np.int64), np.ones(places.num_queries, np.int64)
+        else:
+            db, query = places.db_traversals, places.query_traversals
+        db_ids.append(db + next_id)
+        q_ids.append(query + next_id)
+        next_id += int(max(db.max(), query.max())) + 1
+    first = sets[0]
+    return PlaceSet(name=" + ".join(s.name for s in sets),
+                    db_images=[i for s in sets for i in s.db_images], db_positions=np.concatenate(db_pos),
+                    query_images=[i for s in sets for i in s.query_images],
+                    query_positions=np.concatenate(q_pos), pos_radius=first.pos_radius,
+                    neg_radius=first.neg_radius, eval_radius=first.eval_radius,
+                    unit=first.unit if len({s.unit for s in sets}) == 1 else "mixed",
+                    db_traversals=np.concatenate(db_ids), query_traversals=np.concatenate(q_ids))
+
+
+def open_place_set(spec, seed: int = 0) -> PlaceSet:
+    """The `PlaceSet` a `training.config.DatasetSpec` describes (radii default by unit), with
+    `spec.synthetic_night` renderings per database image added as queries (see
+    `with_synthetic_queries`; `seed` varies them between training runs)."""
+    return with_synthetic_queries(_open_source(spec), spec.synthetic_night, seed)
+
+
+def _open_source(spec) -> PlaceSet:
     def radii(pos, neg, ev):
         values = {"pos_radius": spec.pos_radius, "neg_radius": spec.neg_radius,
                   "eval_radius": spec.eval_radius}

@@ -18,7 +18,10 @@ from vpr_ros.evaluation.retrieval import search_cosine
 @torch.no_grad()
 def embed_paths(model: torch.nn.Module, store: ImageStore, paths: Sequence, batch_size: int,
                 context: DistContext, desc: str = "embed") -> np.ndarray:
-    """(len(paths), dim) float32 descriptors; under DDP each rank embeds a shard, all get all rows."""
+    """(len(paths), dim) float32 descriptors; under DDP each rank embeds a shard, all get all rows.
+
+    `store` is an `ImageStore` or a `PrefixStore`: its `start` says where in the model its
+    batches enter."""
     was_training = model.training
     model.eval()
     mine = shard(len(paths), context)
@@ -26,7 +29,7 @@ def embed_paths(model: torch.nn.Module, store: ImageStore, paths: Sequence, batc
     for start in tqdm(range(0, len(mine), batch_size), desc=desc, unit="batch", leave=False,
                       disable=not context.is_main):
         batch = store.batch([paths[i] for i in mine[start:start + batch_size]])
-        rows.append(model(batch.to(context.device)).float().cpu().numpy())
+        rows.append(model.forward_from(batch.to(context.device), store.start).float().cpu().numpy())
     model.train(was_training)
     dim = rows[0].shape[1] if rows else _output_dim(model, store, paths, context)
     local = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
@@ -35,7 +38,7 @@ def embed_paths(model: torch.nn.Module, store: ImageStore, paths: Sequence, batc
 
 def _output_dim(model, store, paths, context) -> int:
     """Descriptor width for a rank that got no images (more ranks than images)."""
-    return int(model(store.batch([paths[0]]).to(context.device)).shape[1])
+    return int(model.forward_from(store.batch([paths[0]]).to(context.device), store.start).shape[1])
 
 
 def evaluate_recall(model: torch.nn.Module, places: PlaceSet, store: ImageStore, ns: Sequence[int],

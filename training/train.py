@@ -1,6 +1,6 @@
 """Fine-tune the vpr_ros model with SARE (or triplet / contrastive) loss on your own places.
 
-    vpr-train --config training/configs/gardens_point_sare.yaml
+    vpr-train --config training/configs/gardens_point_night.yaml
     python -m training.train --config CONFIG [--resume RUN_DIR/last.pt]
     torchrun --nproc_per_node 2 -m training.train --config CONFIG      # DDP (gloo on CPU)
 
@@ -25,11 +25,11 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from training.config import TrainConfig, load_config, to_dict
-from training.datasets import open_place_set
+from training.datasets import concat_place_sets, open_place_set
 from training.distributed import (DistContext, all_reduce_mean, barrier, init_distributed,
                                   shutdown_distributed)
 from training.evaluation import embed_paths, evaluate_recall
-from training.images import ImageStore
+from training.images import ImageStore, PrefixStore
 from training.losses import build_loss
 from training.mining import HardNegativeMiner
 from vpr_ros.io.images import read_image
@@ -61,6 +61,19 @@ def set_trainable(model: VPRModel, trainable_blocks: int) -> List[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+class FromTrunk(nn.Module):
+    """`model` fed at backbone trunk module `start` (the frozen layers' outputs), as one module
+    that DistributedDataParallel can wrap."""
+
+    def __init__(self, model: VPRModel, start: int):
+        super().__init__()
+        self.model = model
+        self.start = start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_from(x, self.start)
+
+
 def freeze_batchnorm_stats(model: nn.Module) -> None:
     """Put every BatchNorm in eval mode (running statistics fixed, affine weights still learnable)."""
     for module in model.modules():
@@ -69,15 +82,21 @@ def freeze_batchnorm_stats(model: nn.Module) -> None:
 
 
 class Trainer:
-    """One training run: data, model, optimizer, mining, evaluation and checkpoints."""
+    """One training run: data, model, optimizer, mining, evaluation and checkpoints.
 
-    def __init__(self, config: TrainConfig, context: DistContext, resume: Optional[Path] = None):
+    `feature_cache` (a dict) shares the frozen layers' outputs between runs of one process, as a
+    benchmark of several seeds does (see `training.images.PrefixStore`).
+    """
+
+    def __init__(self, config: TrainConfig, context: DistContext, resume: Optional[Path] = None,
+                 feature_cache: Optional[dict] = None):
         self.config = config
         self.context = context
         self.out_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
-        self.train_set = open_place_set(config.data.train)
-        self.val_set = open_place_set(config.data.val)
+        self.train_parts = [open_place_set(spec, config.seed) for spec in config.data.train]
+        self.train_set = concat_place_sets(self.train_parts)
+        self.val_sets = [open_place_set(spec, config.seed) for spec in config.data.val]
         self._check_whitening_dim()
         self.miner = HardNegativeMiner(self.train_set, config.mining.negatives_sampled,
                                        config.mining.negatives_kept, seed=config.seed + context.rank)
@@ -88,7 +107,11 @@ class Trainer:
                                             self.model.config.image_long_side),
                                 cache=config.data.cache_images)
         params = set_trainable(self.model, config.optim.trainable_blocks)
-        self.net = (DistributedDataParallel(self.model) if context.enabled else self.model)
+        frozen = len(self.model.backbone.trunk()) - config.optim.trainable_blocks
+        self.inputs = (PrefixStore(self.store, self.model.backbone, frozen, feature_cache)
+                       if config.data.cache_features and frozen > 0 else self.store)
+        tail = FromTrunk(self.model, self.inputs.start)
+        self.net = DistributedDataParallel(tail) if context.enabled else tail
         self.optimizer = torch.optim.SGD(params, lr=config.optim.lr, momentum=config.optim.momentum,
                                          weight_decay=config.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.optim.lr_step_epochs,
@@ -128,15 +151,24 @@ class Trainer:
             self.model = load_checkpoint(self.config.init_checkpoint)
         else:
             self.model = build_model(ModelConfig.from_dict(self.config.model))
-            step = max(1, self.train_set.num_db // self.config.cluster_images)
-            images = (read_image(p) for p in self.train_set.db_images[::step])
-            init_netvlad(self.model, images, seed=self.config.seed)
+            init_netvlad(self.model, (read_image(p) for p in self._cluster_images()),
+                         seed=self.config.seed)
         if self.model.whitening is not None:
             log.info("dropping the loaded PCA-whitening: training works on NetVLAD descriptors "
                      "and a new whitening is fitted at the end")
             self.model.whitening = None
             self.model.config.whitening_dim = None
         return None
+
+    def _cluster_images(self) -> List[Path]:
+        """`cluster_images` database images, evenly spaced and split equally between the
+        training sets, so a large set does not decide the clusters alone."""
+        share = max(1, self.config.cluster_images // len(self.train_parts))
+        chosen = []
+        for places in self.train_parts:
+            step = max(1, places.num_db // share)
+            chosen += places.db_images[::step][:share]
+        return chosen
 
     def _open_tensorboard(self):
         if not self.context.is_main:
@@ -150,11 +182,11 @@ class Trainer:
     def refresh_cache(self) -> None:
         """Recompute descriptors of every training image for mining (shared across ranks)."""
         places, batch = self.train_set, self.config.embed_batch_size
-        db = embed_paths(self.model, self.store, places.db_images, batch, self.context, "cache db")
+        db = embed_paths(self.model, self.inputs, places.db_images, batch, self.context, "cache db")
         if places.query_images == places.db_images:
             queries = db
         else:
-            queries = embed_paths(self.model, self.store, places.query_images, batch, self.context,
+            queries = embed_paths(self.model, self.inputs, places.query_images, batch, self.context,
                                   "cache queries")
         self.miner.update_cache(db, queries)
 
@@ -167,10 +199,10 @@ class Trainer:
             q_paths.append(places.query_images[query])
             p_paths.append(places.db_images[positive])
             n_paths += [places.db_images[n] for n in negatives]
-        images = self.store.batch(q_paths + p_paths + n_paths).to(self.context.device)
+        inputs = self.inputs.batch(q_paths + p_paths + n_paths).to(self.context.device)
         self.net.train()
         freeze_batchnorm_stats(self.model)
-        out = self.net(images)
+        out = self.net(inputs)
         b = len(queries)
         loss = self.loss_fn(out[:b], out[b:2 * b], out[2 * b:].reshape(b, -1, out.shape[1]))
         self.optimizer.zero_grad(set_to_none=True)
@@ -213,9 +245,15 @@ class Trainer:
         if self.context.is_main:
             save_checkpoint(self.out_dir / "last.pt", self.model, extra=self._state(next_epoch))
 
-    def evaluate(self) -> Dict[int, float]:
-        return evaluate_recall(self.model, self.val_set, self.store, self.config.recall_ns,
-                               self.config.embed_batch_size, self.context)
+    def evaluate(self, model: Optional[VPRModel] = None) -> Dict[int, float]:
+        """Recall@N of `model` (default: the one training), averaged over the validation sets."""
+        per_set = [evaluate_recall(model or self.model, places, self.inputs, self.config.recall_ns,
+                                   self.config.embed_batch_size, self.context)
+                   for places in self.val_sets]
+        if len(per_set) > 1 and self.context.is_main:
+            for places, recall in zip(self.val_sets, per_set):
+                log.info("  %s: %s", places.name, _fmt(recall))
+        return {n: float(np.mean([r[n] for r in per_set])) for n in self.config.recall_ns}
 
     def fit(self) -> Dict[int, float]:
         """Train all remaining epochs, keeping `best.pt` by validation recall; returns its recall."""
@@ -278,12 +316,11 @@ class Trainer:
         if self.config.whitening_dim:
             paths = self.train_set.db_images
             step = max(1, len(paths) // self.config.whitening_max_images)
-            descriptors = embed_paths(model, self.store, paths[::step],
+            descriptors = embed_paths(model, self.inputs, paths[::step],
                                       self.config.embed_batch_size, self.context, "whitening")
             mean, projection = fit_pca_whitening(descriptors, self.config.whitening_dim)
             model.set_whitening(mean, projection)
-        recall = evaluate_recall(model, self.val_set, self.store, self.config.recall_ns,
-                                 self.config.embed_batch_size, self.context)
+        recall = self.evaluate(model)
         final = self.out_dir / "model.pt"
         if self.context.is_main:
             save_checkpoint(final, model, extra={"recall": _plain(recall),

@@ -107,11 +107,19 @@ class EfficientNetLite(nn.Module):
         """Modules in forward order up to the feature block (for partial fine-tuning)."""
         return [self._conv_stem, self._bn0, *self._blocks[: self.feature_block + 1]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem((x - self._mean) / self._std)))
-        for block in self._blocks[: self.feature_block + 1]:
-            x = block(x)
+    def run_trunk(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Trunk modules `start`..`stop`-1 on `x` (an image when `start` is 0, else the output of
+        module `start`-1): training caches the frozen part's output and runs only the rest."""
+        if start == 0:
+            x = (x - self._mean) / self._std
+        for module in self.trunk()[start:stop]:
+            x = module(x)
+            if module is self._bn0:
+                x = F.relu6(x)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_trunk(x)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000); needs feature_block to be the last block."""
@@ -167,8 +175,16 @@ class VGG16Conv5(nn.Module):
         """Modules in forward order (for partial fine-tuning)."""
         return list(self.features)
 
+    def run_trunk(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Trunk modules `start`..`stop`-1 on `x` (see `EfficientNetLite.run_trunk`)."""
+        if start == 0:
+            x = (x - self._mean) / self._std
+        for module in self.trunk()[start:stop]:
+            x = module(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features((x - self._mean) / self._std)
+        return self.run_trunk(x)
 
     def load_pretrained(self, path: Optional[Path] = None) -> None:
         """Load torchvision-layout VGG16 weights from `path` (the classifier part is ignored)."""

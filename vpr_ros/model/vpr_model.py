@@ -74,13 +74,19 @@ class VPRModel(nn.Module):
     def output_dim(self) -> int:
         return self.whitening.output_dim if self.whitening else self.netvlad.output_dim
 
-    def local_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) features that NetVLAD pools."""
-        features = self.backbone(x)
+    def local_features(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, D, h, w) features that NetVLAD pools; `start` as in `forward_from`. Images go through
+        the backbone module itself, so the ONNX export names its nodes `/backbone/...`."""
+        features = self.backbone(x) if start == 0 else self.backbone.run_trunk(x, start)
         return self.reduce(features) if self.reduce is not None else features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        descriptor = self.netvlad(self.local_features(x))
+        return self.forward_from(x, 0)
+
+    def forward_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Descriptors from `x`, the output of backbone trunk module `start` - 1 (the images when
+        `start` is 0): training feeds the cached outputs of its frozen layers."""
+        descriptor = self.netvlad(self.local_features(x, start))
         return self.whitening(descriptor) if self.whitening is not None else descriptor
 
     def set_whitening(self, mean, projection) -> None:
