@@ -1,16 +1,27 @@
-"""Benchmark: SARE vs triplet fine-tuning on Gardens Point, split by place.
+"""Benchmark: does fine-tuning help from day to night? SARE-joint, SARE-ind and triplet, several
+seeds, with and without synthetic night, every choice made on validation places.
 
-Places 0–99 train: night_right images are the queries, all three traversals the database (so
-positives are day images of the same place, from the other side of the path or the same side);
-places 100–199 are held out. Reports Recall@1/5 on the
-held-out places for day_right→night_right and day_left→night_right (database→query) before
-training (off-the-shelf: ImageNet backbone + k-means NetVLAD), after training (best epoch by
-validation R@5 on day_right→night_right, which is also a test pair, so it is optimistic) and at the
-last epoch (no selection), for each loss. Writes loss curves to a PNG.
+Every run is `training/configs/gardens_point_night.yaml` with its loss, seed and number of
+synthetic renderings set. Splits by place (Gardens Point, ±2 frames):
+- train: places 0–69. Database day_left + day_right, queries the real night_right images plus
+  `--synthetic` night renderings of every day image (`training.augment`); and Nordland
+  places 0–199, summer (database) / winter (queries), a second condition pair;
+- validation: places 70–99, day_right → night_right and day_left → night_right; it picks the
+  epoch of every run (mean R@1 of both pairs) and the configuration (mean over seeds);
+- test: places 100–199, both pairs, 100 queries each, reported once for every configuration.
 
-    python bench/train_gardens_point.py --long-side 192 --epochs 2 --clusters 32
+The baseline is the off-the-shelf default as `vpr-ros eval` builds it: local PCA and NetVLAD
+fitted on the map (database) images of the split it is scored on, one k-means seed per training
+seed. Each run also scores its own starting point (the same fit on the training images).
 
-Slow on 2 CPU cores (minutes per epoch); the image size and epochs are the knobs.
+    python bench/train_gardens_point.py                 # the reported run (~50 min, 1 thread)
+    python bench/train_gardens_point.py --epochs 1 --seeds 0 --losses triplet --no-ablation
+
+Runs: every loss with `--synthetic` renderings, for every seed; then the loss that validation
+prefers again without synthetic night (the ablation that says whether the renderings help).
+
+Writes `runs.csv` (one row per run), `epochs.csv` (validation R@1 per epoch), `results.json`,
+`val_curves.png` and `test_recall.png` into `--out`.
 """
 import argparse
 import csv
@@ -18,132 +29,217 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from training.config import config_from_dict  # noqa: E402
+from backbones import write_csv  # noqa: E402
+from training.config import TrainConfig, load_config  # noqa: E402
 from training.datasets import load_aligned_traversals  # noqa: E402
 from training.distributed import DistContext  # noqa: E402
 from training.evaluation import evaluate_recall  # noqa: E402
+from training.images import ImageStore  # noqa: E402
 from training.train import Trainer  # noqa: E402
-from vpr_ros.io.atomic import atomic_path, atomic_write_text  # noqa: E402
-from vpr_ros.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from vpr_ros.evaluation.plots import save_figure  # noqa: E402
+from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
+from vpr_ros.io.images import read_image  # noqa: E402
+from vpr_ros.model import ModelConfig  # noqa: E402
+from vpr_ros.model.checkpoint import load_checkpoint  # noqa: E402
+from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
+from vpr_ros.runtime.preprocess import target_size  # noqa: E402
 
 PAIRS = (("day_right", "night_right"), ("day_left", "night_right"))
-TRAVERSALS = ["day_left", "day_right", "night_right"]
+TRAIN, VAL, TEST = (0, 70), (70, 100), (100, 200)
+NS = (1, 5)
+RECIPE = REPO / "training" / "configs" / "gardens_point_night.yaml"
 
 
-def run_config(root: Path, loss: str, args) -> dict:
-    return {
-        "output_dir": str(args.out / loss),
-        "model": {"image_long_side": args.long_side, "num_clusters": args.clusters},
-        "data": {
-            "train": {"kind": "aligned", "root": str(root), "db_traversals": TRAVERSALS,
-                      "query_traversals": args.query_traversals, "places": [0, 100]},
-            "val": {"kind": "aligned", "root": str(root), "db_traversals": ["day_right"],
-                    "query_traversals": ["night_right"], "places": [100, 200]},
-        },
-        "loss": {"name": loss, "kernel": "gaussian"},
-        "optim": {"epochs": args.epochs, "trainable_blocks": args.trainable_blocks},
-        "whitening_dim": None,
-        "recall_ns": [1, 5, 10],
-        "cluster_images": 100,
-        "seed": args.seed,
-    }
+def run_config(args, loss: str, synthetic: int, seed: int) -> TrainConfig:
+    """The recipe (`--config`) with this run's loss, seed and synthetic renderings."""
+    config = load_config(args.config, {
+        "output_dir": str(args.out / f"{loss}_syn{synthetic}_seed{seed}"), "seed": seed,
+        "loss": {"name": loss}, "optim": {"epochs": args.epochs, "lr_step_epochs": args.epochs}})
+    config.data.train[0].synthetic_night = synthetic
+    return config
 
 
-def held_out_recall(model, trainer: Trainer, root: Path) -> dict:
-    """R@1/5 on places 100–199 for each database→query pair."""
+def pair_sets(datasets: Path, places: Tuple[int, int]):
+    return {f"{db}->{q}": load_aligned_traversals(datasets / "gardens_point", [db], [q], places)
+            for db, q in PAIRS}
+
+
+def score(model, sets, store: ImageStore) -> Dict[str, Dict[int, float]]:
+    """Recall@1/5 per pair, full network on images (the deployed computation, no cached layers)."""
+    return {name: evaluate_recall(model, places, store, NS, 8, DistContext())
+            for name, places in sets.items()}
+
+
+def offtheshelf(sets, store: ImageStore, seed: int) -> Dict[str, Dict[int, float]]:
+    """The default model fitted on each pair's own database images, as `vpr-ros eval` does."""
     result = {}
-    for db, query in PAIRS:
-        places = load_aligned_traversals(root, [db], [query], (100, 200))
-        recall = evaluate_recall(model, places, trainer.store, [1, 5], 8, DistContext())
-        result[f"{db}->{query}"] = recall
+    for name, places in sets.items():
+        model = build_offtheshelf_model((read_image(p) for p in places.db_images), seed=seed)
+        result[name] = evaluate_recall(model, places, store, NS, 8, DistContext())
     return result
 
 
-def plot_losses(out: Path, losses) -> Path:
-    """One panel per loss: per-step values and a 10-step moving average, epochs marked."""
+def train_and_score(args, loss: str, synthetic: int, seed: int, features: dict, test_sets,
+                    store: ImageStore) -> dict:
+    """One training run; its best epoch by validation is scored on the test places."""
+    config = run_config(args, loss, synthetic, seed)
+    trainer = Trainer(config, DistContext(), feature_cache=features)
+    start_test = score(trainer.model, test_sets, store)
+    trainer.fit()
+    run_dir = Path(config.output_dir)
+    model, extra = load_checkpoint(run_dir / "best.pt", with_extra=True)
+    test = score(model, test_sets, store)
+    curve = read_epochs(run_dir)
+    return {"loss": loss, "synthetic": synthetic, "seed": seed, "best_epoch": int(extra["epoch"]),
+            "val_r1": max(curve[1:]), "start_val_r1": curve[0],
+            **{f"start test {p} R@1": r[1] for p, r in start_test.items()},
+            **{f"test {p} R@{n}": r[n] for p, r in test.items() for n in NS},
+            "val_curve": curve}
+
+
+def mean_r1(by_pair: Dict[str, Dict[int, float]]) -> float:
+    return float(np.mean([r[1] for r in by_pair.values()]))
+
+
+def read_epochs(run_dir: Path) -> List[float]:
+    """Validation mean R@1 per epoch (epoch 0 = before training) from the run's epochs.csv."""
+    with (run_dir / "epochs.csv").open() as handle:
+        return [float(row["recall@1"]) for row in csv.DictReader(handle)]
+
+
+def summarize(runs: List[dict], baseline: List[dict]) -> List[dict]:
+    """One row per configuration: mean and range over seeds of validation and test R@1."""
+    groups: Dict[str, List[dict]] = {"off-the-shelf (map-fitted)": baseline}
+    for run in runs:
+        groups.setdefault(f"{run['loss']}, synthetic {run['synthetic']}", []).append(run)
+    rows = []
+    for name, members in groups.items():
+        row = {"config": name, "seeds": len(members),
+               "val_r1": float(np.mean([m["val_r1"] for m in members]))}
+        for pair in ("day_right->night_right", "day_left->night_right"):
+            values = np.array([m[f"test {pair} R@1"] for m in members])
+            row[f"test {pair} R@1 mean"] = float(values.mean())
+            row[f"test {pair} R@1 min"] = float(values.min())
+            row[f"test {pair} R@1 max"] = float(values.max())
+        rows.append(row)
+    if len(rows) > 1:
+        best = max(rows[1:], key=lambda r: r["val_r1"])
+        for row in rows:
+            row["chosen"] = row is best
+    return rows
+
+
+def plot(runs: List[dict], rows: List[dict], baseline_val: float, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.6), squeeze=False)
-    for ax, loss in zip(axes[0], losses):
-        with (out / loss / "steps.csv").open() as handle:
-            rows = list(csv.DictReader(handle))
-        values = np.array([float(r["loss"]) for r in rows])
-        epochs = np.array([int(r["epoch"]) for r in rows])
-        window = min(10, len(values))
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(values, alpha=0.3, label="per step")
-        ax.plot(np.arange(window - 1, len(values)), smooth, label=f"mean of {window}")
-        for boundary in np.flatnonzero(np.diff(epochs)) + 0.5:
-            ax.axvline(boundary, color="grey", linestyle=":")
-        ax.set_title(loss)
-        ax.set_xlabel("step (4 tuples; dotted: new epoch)")
-        ax.set_ylabel("training loss")
-        ax.legend()
-    fig.suptitle("Gardens Point places 0–99, training loss")
-    path = out / "loss_curves.png"
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colours = {}
+    for run in runs:
+        name = f"{run['loss']}, synthetic {run['synthetic']}"
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        ax.plot(run["val_curve"], color=colour, alpha=0.7,
+                label=name if run["seed"] == runs[0]["seed"] else None)
+    ax.axhline(baseline_val, color="k", linestyle=":", label="off-the-shelf (map-fitted)")
+    ax.set_xlabel("epoch (0 = start: fitted on training images)")
+    ax.set_ylabel("validation mean R@1 (places 70-99)")
+    ax.set_title("Gardens Point validation, one line per seed")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "val_curves.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.5), sharey=True)
+    for ax, pair in zip(axes, ("day_right->night_right", "day_left->night_right")):
+        for i, row in enumerate(rows):
+            mean = row[f"test {pair} R@1 mean"]
+            low, high = row[f"test {pair} R@1 min"], row[f"test {pair} R@1 max"]
+            ax.errorbar(mean, i, xerr=[[mean - low], [high - mean]], fmt="o",
+                        color="C3" if row.get("chosen") else "C0")
+        ax.set_title(f"test {pair} (places 100-199)")
+        ax.set_xlabel("R@1 (dot: mean over seeds, bar: range)")
+    axes[0].set_yticks(range(len(rows)), [r["config"] + (" [chosen]" if r.get("chosen") else "")
+                                          for r in rows])
+    axes[0].invert_yaxis()
+    save_figure(fig, out / "test_recall.png")
 
 
-def main() -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", type=Path,
-                        default=Path(os.environ.get("VPR_ROS_DATASETS", REPO.parent / "shared" / "datasets")))
+    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get(
+        "VPR_ROS_DATASETS", REPO.parent / "shared" / "datasets")))
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench_train")
-    parser.add_argument("--long-side", type=int, default=320)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--clusters", type=int, default=64)
-    parser.add_argument("--trainable-blocks", type=int, default=2)
-    parser.add_argument("--query-traversals", nargs="+", default=["night_right"],
-                        help="training queries (all three: 3x the steps per epoch)")
-    parser.add_argument("--losses", nargs="+", default=["sare_individual", "triplet"])
+    parser.add_argument("--losses", nargs="+", default=["sare_joint", "sare_individual", "triplet"])
+    parser.add_argument("--synthetic", type=int, default=2,
+                        help="synthetic night renderings per training day image")
+    parser.add_argument("--no-ablation", dest="ablation", action="store_false",
+                        help="skip re-training the validation-chosen loss without synthetic night")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--config", type=Path, default=RECIPE,
+                        help="training recipe; its first data.train entry gets the renderings")
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ["VPR_ROS_DATASETS"] = str(args.datasets)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    root = args.datasets / "gardens_point"
-    results = {}
+    started = time.monotonic()
+    sample = read_image(args.datasets / "gardens_point" / "day_right" / "Image000.jpg")
+    store = ImageStore(target_size(sample.shape[0], sample.shape[1], ModelConfig().image_long_side))
+    val_sets, test_sets = pair_sets(args.datasets, VAL), pair_sets(args.datasets, TEST)
+    baseline = []
+    for seed in args.seeds:
+        val, test = offtheshelf(val_sets, store, seed), offtheshelf(test_sets, store, seed)
+        baseline.append({"seed": seed, "val_r1": mean_r1(val),
+                         **{f"test {p} R@1": r[1] for p, r in test.items()}})
+    features: dict = {}
+    runs = []
+
+    def train(loss: str, synthetic: int) -> None:
+        for seed in args.seeds:
+            runs.append(train_and_score(args, loss, synthetic, seed, features, test_sets, store))
+            print(f"[{(time.monotonic() - started) / 60:.1f} min] {loss} synthetic {synthetic} "
+                  f"seed {seed}: best epoch {runs[-1]['best_epoch']}, val R@1 "
+                  f"{runs[-1]['val_r1']:.3f}", flush=True)
+
     for loss in args.losses:
-        config = config_from_dict(run_config(root, loss, args), source=f"bench {loss}")
-        trainer = Trainer(config, DistContext())
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        save_checkpoint(Path(config.output_dir) / "init.pt", trainer.model)
-        if "off-the-shelf" not in results:
-            results["off-the-shelf"] = held_out_recall(trainer.model, trainer, root)
-        trainer.fit()
-        results[f"{loss} best"] = held_out_recall(
-            load_checkpoint(Path(config.output_dir) / "best.pt"), trainer, root)
-        results[f"{loss} last"] = held_out_recall(
-            load_checkpoint(Path(config.output_dir) / "last.pt"), trainer, root)
-    png = plot_losses(args.out, args.losses)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
-    print(f"\nGardens Point held-out places 100-199, long side {args.long_side}, "
-          f"{args.epochs} epochs, K={args.clusters}")
-    print(f"{'model':<26}" + "".join(f"{p:>34}" for p in results["off-the-shelf"]))
-    for name, by_pair in results.items():
-        cells = "".join(f"{'R@1 %.3f  R@5 %.3f' % (r[1], r[5]):>34}" for r in by_pair.values())
-        print(f"{name:<26}{cells}")
-    base = results["off-the-shelf"]
-    for name, by_pair in results.items():
-        if name != "off-the-shelf":
-            gains = ", ".join(f"{p}: R@1 ×{by_pair[p][1] / max(base[p][1], 1e-9):.2f}"
-                              for p in by_pair)
-            print(f"ratio {name} / off-the-shelf: {gains}")
-    print(f"loss curves: {png}")
+        train(loss, args.synthetic)
+    if args.ablation and args.synthetic:
+        by_val = summarize(runs, baseline)[1:]
+        train(max(by_val, key=lambda r: r["val_r1"])["loss"], 0)
+    rows = summarize(runs, baseline)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv([{k: v for k, v in r.items() if k != "val_curve"} for r in runs], args.out / "runs.csv")
+    write_csv([{"loss": r["loss"], "synthetic": r["synthetic"], "seed": r["seed"],
+                "epoch": e, "val_r1": v} for r in runs for e, v in enumerate(r["val_curve"])],
+              args.out / "epochs.csv")
+    atomic_write_text(args.out / "results.json", json.dumps(
+        {"baseline": baseline, "runs": runs, "summary": rows}, indent=2) + "\n")
+    plot(runs, rows, float(np.mean([b["val_r1"] for b in baseline])), args.out)
+    print(f"\nGardens Point, test places 100-199 (100 queries per pair), {len(args.seeds)} seeds, "
+          f"{args.epochs} epochs; epoch and configuration chosen on validation places 70-99")
+    print(f"{'configuration':<34}{'val R@1':>9}{'R->N test R@1 mean [range]':>30}"
+          f"{'L->N test R@1 mean [range]':>30}")
+    for row in rows:
+        cells = "".join(f"{'%.3f [%.2f-%.2f]' % (row[f'test {p} R@1 mean'], row[f'test {p} R@1 min'], row[f'test {p} R@1 max']):>30}"
+                        for p in ("day_right->night_right", "day_left->night_right"))
+        mark = " <- chosen on validation" if row.get("chosen") else ""
+        print(f"{row['config']:<34}{row['val_r1']:>9.3f}{cells}{mark}")
+    print(f"total {(time.monotonic() - started) / 60:.1f} min; figures in {args.out}")
     return 0
 
 
