@@ -17,6 +17,8 @@ COMMANDS = {
     "localize": ("localize", "Replay images, a video or a rosbag2 against a map; write events as JSONL."),
     "export": ("export", "Export a checkpoint to one ONNX graph (normalization to L2 output)."),
     "build-engine": ("build_engine", "Build a TensorRT engine from an ONNX file on this GPU."),
+    "extract-drive": ("extract_drive", "Save a drive's frames and positions as training data "
+                      "(images + path,x,y CSV)."),
 }
 
 
