@@ -15,7 +15,7 @@ import yaml
 from vpr_ros.mapping import (IndexSpec, Keyframe, KeyframeMap, LocalFeatures, MapFormatError,
                              MapMismatchError, gpu_available)
 from vpr_ros.mapping import storage
-from vpr_ros.mapping.index import VectorIndex
+from vpr_ros.mapping.index import VectorIndex, balanced_principal_axes
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -120,30 +120,85 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(threads)
 
 
+def spectral_rows(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit rows with a decaying spectrum (axis k has std 0.8^k) in a random basis, like real
+    descriptors, whose variance sits on a few principal axes."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.random.default_rng(99).standard_normal((dim, dim)))[0]
+    rows = (rng.standard_normal((count, dim)) * 0.8 ** np.arange(dim)) @ basis.T
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_ivfpq_default_codes_for_the_2048_d_descriptor():
+    spec = IndexSpec("ivfpq").validated(2048)
+    assert (spec.pca_dim, spec.pq_m, spec.nlist, spec.nprobe) == (960, 96, 1024, 32)
+
+
+def test_balanced_principal_axes_are_orthonormal_and_share_the_variance_evenly():
+    sample = spectral_rows(5000, 64)
+    axes = balanced_principal_axes(sample, 24, 3)
+    np.testing.assert_allclose(axes @ axes.T, np.eye(24), atol=1e-5)
+    kept = np.sum((sample @ axes.T) ** 2) / np.sum(sample ** 2)
+    assert kept > 0.999, "the 24 strongest of 64 axes hold almost all of this spectrum"
+    shares = (sample @ axes.T).var(axis=0).reshape(3, 8).sum(axis=1)
+    assert shares.max() / shares.min() < 1.5, "one axis holds a third of the variance here"
+    in_rank_order = np.sort((sample @ axes.T).var(axis=0))[::-1].reshape(3, 8).sum(axis=1)
+    assert in_rank_order.max() / in_rank_order.min() > 50, "consecutive axes would not balance"
+
+
 def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_path, one_faiss_thread):
-    """8-bit IVF-PQ: exact fp16 until trained, then codes that still give descriptors back, before
-    and after a save/load (FAISS 1.15 crashed decoding a loaded fast-scan index)."""
-    dim = 32
+    """Projected IVF-PQ: exact fp16 until trained, then codes of the principal axes that still
+    give descriptors back, before and after a save/load (FAISS 1.15 crashed decoding a loaded
+    fast-scan index)."""
+    dim = 64
     minimum = IndexSpec("ivfpq", nlist=16).min_train_vectors
     assert minimum == 39 * 256
-    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=8, nprobe=8)
-    vectors = unit_rows(minimum + 100, dim)
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=15, nprobe=8)
+    vectors = spectral_rows(minimum + 100, dim)
     kf_map.add(vectors[: minimum - 1], [Keyframe("day", float(i)) for i in range(minimum - 1)])
     assert kf_map.manifest()["index"]["trained"] is False
     kf_map.add(vectors[minimum - 1:minimum + 50], [Keyframe("day", float(i)) for i in range(51)])
     kf_map.add(vectors[minimum + 50:], [Keyframe("day", float(i)) for i in range(50)])
     assert kf_map.manifest()["index"]["trained"] is True
-    noisy = vectors[:200] + 0.05 * unit_rows(200, dim, seed=9)
+    assert "15-byte codes of 30 principal axes" in kf_map.index_summary()
+    codebooks_projection_centroids = 4 * 30 * (256 + dim + 16)
+    assert kf_map.index_bytes() < len(kf_map) * (15 + 16) + codebooks_projection_centroids + 1_000
+    noisy = vectors[:200] + 0.02 * unit_rows(200, dim, seed=9)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    assert (kf_map.search(noisy, 1)[1][:, 0] == np.arange(200)).mean() >= 0.95
+    assert (kf_map.search(noisy, 1)[1][:, 0] == np.arange(200)).mean() >= 0.9
     ids = np.array([3, minimum + 70, 0])
     decoded = kf_map.descriptors(ids)
     np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, rtol=1e-5)
-    assert np.all(np.sum(decoded * vectors[ids], axis=1) > 0.8)
+    assert np.all(np.sum(decoded * vectors[ids], axis=1) > 0.9)
     kf_map.save(tmp_path / "pq")
     loaded = KeyframeMap.load(tmp_path / "pq")
+    assert loaded.index_summary() == kf_map.index_summary()
     assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
     np.testing.assert_array_equal(loaded.descriptors(ids), decoded)
+
+
+def test_ivfpq_map_of_an_earlier_version_loads_and_a_mismatched_index_file_is_refused(
+        tmp_path, one_faiss_thread):
+    """Maps saved before the projection: a manifest without pca_dim and plain IVF-PQ codes of the
+    whole descriptor still load and decode; an index file that is not what the manifest says
+    asks for a rebuild."""
+    dim = 32
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=8, pca_dim=dim)
+    vectors = unit_rows(kf_map.index_spec.min_train_vectors, dim)
+    kf_map.add(vectors, [Keyframe("day", float(i)) for i in range(len(vectors))])
+    kf_map.save(tmp_path / "old")
+    manifest_path = tmp_path / "old" / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    del manifest["index"]["pca_dim"]
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    loaded = KeyframeMap.load(tmp_path / "old")
+    assert loaded.index_spec.pca_dim == dim
+    assert "IVF-PQ, 8-byte codes, nlist 16" in loaded.index_summary()
+    np.testing.assert_array_equal(loaded.descriptors([5, 9]), kf_map.descriptors([5, 9]))
+    manifest["index"]["pca_dim"] = 16
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(MapFormatError, match="IVF-PQ of 32-D vectors.*not the 16-D.*rebuild the map"):
+        KeyframeMap.load(tmp_path / "old")
 
 
 def test_auto_index_is_exact_until_its_size_then_compressed(monkeypatch, one_faiss_thread):
@@ -159,7 +214,7 @@ def test_auto_index_is_exact_until_its_size_then_compressed(monkeypatch, one_fai
     assert kf_map.index_bytes() < 11_999 * (64 + 16) + 10_000
     kf_map.add(vectors[11_999:], [Keyframe("day", 0.0)])
     assert kf_map.manifest()["index"]["trained"] is True
-    assert "IVF-PQ, 2-byte codes" in kf_map.index_summary()
+    assert "IVF-PQ, 3-byte codes of 30 principal axes" in kf_map.index_summary()
 
 
 def test_sq8_index_needs_no_training_round_trips_and_refuses_out_of_range(tmp_path):

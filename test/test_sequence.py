@@ -221,8 +221,10 @@ def test_the_matcher_defaults_are_the_engine_defaults():
 
 def test_sequence_decisions_run_on_a_compressed_map(route):
     """IVF-PQ keeps only codes; the matcher scores their decoded descriptors and still follows
-    the route through a map that other places fill past the training size."""
-    kf_map = KeyframeMap.create(DIM, "synthetic", index="ivfpq", nlist=16, pq_m=16)
+    the route through a map that other places fill past the training size. These synthetic
+    descriptors are isotropic, so there are no principal axes to keep: no projection
+    (pca_dim=DIM); the projected default is tested on descriptors with a spectrum in test_mapping."""
+    kf_map = KeyframeMap.create(DIM, "synthetic", index="ivfpq", nlist=16, pq_m=16, pca_dim=DIM)
     kf_map.add(route, [Keyframe("day", float(p)) for p in range(PLACES)])
     others = kf_map.index_spec.min_train_vectors
     kf_map.add(unit(np.random.default_rng(1).standard_normal((others, DIM))),

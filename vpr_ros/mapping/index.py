@@ -8,14 +8,20 @@ Index kinds:
   component of an L2-normalized NetVLAD descriptor of K intra-normalized clusters lies within
   ±1/√K, so ±0.25 holds for K ≥ 16 (step 0.002; validation R@1 unchanged, bench/descriptor_size.py).
   A component beyond the range (a PCA-whitened model) is refused: use fp16 for such models.
-- `ivfpq`: IVF-PQ (`IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m`
-  bytes of 8-bit product quantization; 64 bytes with the default pq_m = dim/32) with an array
-  direct map, so stored descriptors come back approximately (`reconstruct`) for sequence
-  matching; 8 bytes of id and 8 of direct map per keyframe on top of the codes. Its codebooks
-  need training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x
-  max(nlist, 256), FAISS's k-means minimum for 8-bit codes) it stays an exact fp16 index, then
-  it is trained once on a random sample of what it holds (at most 64 x max(nlist, 256) vectors)
-  and every vector is moved over. `nprobe` trades speed for recall (bench/map_scaling.py).
+- `ivfpq`: projected IVF-PQ. The descriptor is projected on its top `pca_dim` uncentered principal
+  axes (a `LinearTransform` without bias, so inner products keep their meaning; 960 of 2048 for the
+  default descriptor), ordered so that every PQ sub-vector gets an equal share of the variance
+  (axes dealt snake-wise by variance: a PQ sub-vector of only strong or only weak axes wastes its
+  bits), then `IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m` bytes of
+  8-bit product quantization (96 bytes, 10-D sub-vectors, for the default). An array direct map
+  gives stored descriptors back approximately (`reconstruct`) for sequence matching; 8 bytes of
+  id and 8 of direct map per keyframe on top of the codes. Plain 8-bit IVF-PQ of the whole
+  descriptor with 32-D sub-vectors (earlier vpr_ros maps, still loaded) kept 0.49 of exact R@1 at
+  1e6 keyframes (README "Map scaling on real descriptors", bench/map_scaling.py). Its projection and codebooks need
+  training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x max(nlist,
+  256), FAISS's k-means minimum) it stays an exact fp16 index, then it is trained once on a random
+  sample of what it holds (at most 64 x max(nlist, 256) vectors) and every vector is moved over.
+  `nprobe` trades speed for recall (bench/map_scaling.py).
 - `auto`: exact sq8 for small maps (fp16 as soon as a descriptor leaves the sq8 range: such a
   model is not plain NetVLAD), IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
   the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
@@ -44,21 +50,33 @@ SQ8_RANGE = 0.25
 KMEANS_POINTS_PER_CENTROID = 39
 TRAIN_POINTS_PER_CENTROID = 64
 PQ_BITS = 8
+PCA_SHARE = 15 / 32
+PQ_SUBVECTOR_DIM = 10
 AUTO_COMPRESS_AT = 50_000
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a map indexes its descriptors. `pq_m=0` picks dim/32 one-byte sub-vectors (64 bytes
-    for dim 2048: 80 bytes per keyframe with id and direct map, 80 MB at 1e6)."""
+    """How a map indexes its descriptors. Zeros are resolved for the descriptor dimension by
+    `validated`: `pca_dim` = 15/32 of it, `pq_m` = pca_dim / 10 one-byte sub-vectors (960 axes and
+    96 bytes for dim 2048, chosen with `bench/map_scaling.py --tuning`: 112 bytes per keyframe
+    with id and direct map, 119 MB at 1e6 with the projection, centroids and codebooks). `pca_dim` equal to the dimension means no projection
+    (maps of earlier vpr_ros, see `from_manifest`)."""
 
     kind: str = "flat"
-    nlist: int = 256
+    nlist: int = 1024
     pq_m: int = 0
-    nprobe: int = 96
+    nprobe: int = 32
+    pca_dim: int = 0
+
+    @classmethod
+    def from_manifest(cls, fields: dict, dim: int) -> "IndexSpec":
+        """The spec a map manifest records; manifests written before `pca_dim` existed describe
+        IVF-PQ of the whole descriptor, which is what their index files hold."""
+        return cls(**dict({"pca_dim": dim}, **fields))
 
     def validated(self, dim: int) -> "IndexSpec":
-        """This spec with `pq_m` resolved for `dim`; ValueError naming the bad field otherwise."""
+        """This spec with `pca_dim` and `pq_m` resolved for `dim`; ValueError naming the bad field otherwise."""
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"unknown index type {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if not self.compresses:
@@ -66,10 +84,13 @@ class IndexSpec:
         if self.nlist < 1 or self.nprobe < 1:
             raise ValueError(f"{self.kind} needs nlist >= 1 and nprobe >= 1, got {self.nlist}, "
                              f"{self.nprobe}")
-        pq_m = self.pq_m or max(1, dim // 32)
-        if dim % pq_m:
-            raise ValueError(f"{self.kind} pq_m={pq_m} must divide the descriptor dimension {dim}")
-        return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe)
+        pca_dim = self.pca_dim or max(1, round(dim * PCA_SHARE))
+        if not 1 <= pca_dim <= dim:
+            raise ValueError(f"{self.kind} pca_dim={pca_dim} must lie in 1..{dim}, the descriptor dimension")
+        pq_m = self.pq_m or max(1, pca_dim // PQ_SUBVECTOR_DIM)
+        if pca_dim % pq_m:
+            raise ValueError(f"{self.kind} pq_m={pq_m} must divide the projected dimension {pca_dim}")
+        return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe, pca_dim)
 
     @property
     def exact_kind(self) -> str:
@@ -107,6 +128,19 @@ def _exact_index(dim: int, kind: str) -> faiss.Index:
     else:
         inner = faiss.IndexFlatIP(dim)
     return faiss.IndexIDMap(inner)
+
+
+def balanced_principal_axes(sample: np.ndarray, count: int, groups: int) -> np.ndarray:
+    """(count, dim) orthonormal rows: the `count` uncentered principal axes of `sample` (no mean is
+    subtracted, so inner products stay inner products) in an order that gives each of `groups`
+    consecutive sub-vectors an equal share of the variance: axes sorted by variance are dealt
+    snake-wise (0..g-1, g-1..0, ...), so every PQ sub-vector mixes strong and weak axes."""
+    moments, axes = np.linalg.eigh((sample.T @ sample).astype(np.float64) / len(sample))
+    axes = axes[:, np.argsort(moments)[::-1][:count]].astype(np.float32)
+    by_variance = np.argsort(-(sample @ axes).var(axis=0))
+    turn = np.arange(count) % (2 * groups)
+    group = np.minimum(turn, 2 * groups - 1 - turn)
+    return np.ascontiguousarray(axes[:, by_variance[np.argsort(group, kind="stable")]].T)
 
 
 def gpu_available() -> bool:
@@ -150,8 +184,9 @@ class VectorIndex:
     def describe(self) -> str:
         """What the index holds now, e.g. 'auto: exact sq8 until 50000 keyframes'."""
         if self.trained:
-            return (f"{self.spec.kind}: IVF-PQ, {self.spec.pq_m}-byte codes, nlist {self.spec.nlist}, "
-                    f"nprobe {self.spec.nprobe}")
+            projection = f" of {self.spec.pca_dim} principal axes" if self.spec.pca_dim < self.dim else ""
+            return (f"{self.spec.kind}: IVF-PQ, {self.spec.pq_m}-byte codes{projection}, nlist "
+                    f"{self.spec.nlist}, nprobe {self.spec.nprobe}")
         if self.spec.compresses:
             return f"{self.spec.kind}: exact {self.exact_kind} until {self.spec.train_at} keyframes"
         return f"{self.spec.kind}: exact"
@@ -188,12 +223,18 @@ class VectorIndex:
         """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k).
 
         IVF-PQ decodes coarse centroid + residual code: a descriptor within the quantization
-        error, not unit-norm, so it is renormalized (cosines stay cosines).
+        error, not unit-norm, so it is renormalized (cosines stay cosines). A projected index maps
+        the decoded batch back in one product (FAISS's IndexPreTransform.reconstruct_batch maps
+        one vector at a time, ~80x slower for a few hundred keyframes).
         """
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not self.trained:
             return self.index.index.reconstruct_batch(ids)
-        vectors = self.index.reconstruct_batch(ids)
+        if isinstance(self.index, faiss.IndexPreTransform):
+            projection = faiss.downcast_VectorTransform(self.index.chain.at(0))
+            vectors = projection.reverse_transform(self.index.index.reconstruct_batch(ids))
+        else:
+            vectors = self.index.reconstruct_batch(ids)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _search_index(self) -> faiss.Index:
@@ -246,14 +287,22 @@ class VectorIndex:
             sample = vectors[np.random.default_rng(0).choice(count, sample_size, replace=False)]
         if not np.array_equal(ids, np.arange(count)):
             raise ValueError("IVF-PQ needs keyframe ids 0..N-1 in order (its direct map)")
-        LOG.info("training IVF-PQ (nlist=%d, %d x %d-bit codes) on %d of %d keyframes",
-                 spec.nlist, spec.pq_m, PQ_BITS, len(sample), count)
-        ivfpq = faiss.index_factory(self.dim, f"IVF{spec.nlist},PQ{spec.pq_m}x{PQ_BITS}",
+        LOG.info("training IVF-PQ (%d principal axes, nlist=%d, %d x %d-bit codes) on %d of %d "
+                 "keyframes", spec.pca_dim, spec.nlist, spec.pq_m, PQ_BITS, len(sample), count)
+        ivfpq = faiss.index_factory(spec.pca_dim, f"IVF{spec.nlist},PQ{spec.pq_m}x{PQ_BITS}",
                                     faiss.METRIC_INNER_PRODUCT)
-        ivfpq.train(sample)
+        index = ivfpq
+        if spec.pca_dim < self.dim:
+            projection = faiss.LinearTransform(self.dim, spec.pca_dim, False)
+            faiss.copy_array_to_vector(balanced_principal_axes(sample, spec.pca_dim, spec.pq_m).ravel(),
+                                       projection.A)
+            projection.is_trained = True
+            projection.set_is_orthonormal()
+            index = faiss.IndexPreTransform(projection, ivfpq)
+        index.train(sample)
         ivfpq.make_direct_map()
-        ivfpq.add(vectors)
-        self.index = ivfpq
+        index.add(vectors)
+        self.index = index
         self._apply_search_settings()
 
     def write(self, path: str) -> None:
@@ -267,11 +316,19 @@ class VectorIndex:
         except RuntimeError as err:
             raise MapFormatError(f"cannot read FAISS index {path}: {err}") from None
         ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None and not (isinstance(index, faiss.IndexIVFPQ)
+        codes = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+        if ivf is not None and not (isinstance(codes, faiss.IndexIVFPQ)
                                     and ivf.direct_map.type == faiss.DirectMap.Array):
-            raise MapFormatError(f"index file {path} holds {type(index).__name__} codes without a "
+            raise MapFormatError(f"index file {path} holds {type(codes).__name__} codes without a "
                                  f"direct map (fast-scan maps of vpr_ros before issue 13), which "
                                  f"cannot give back descriptors; rebuild the map")
+        spec = spec.validated(dim)
+        if ivf is not None and (codes.d, codes.nlist, codes.pq.M, codes.pq.nbits) != (
+                spec.pca_dim, spec.nlist, spec.pq_m, PQ_BITS):
+            raise MapFormatError(f"index file {path} holds IVF-PQ of {codes.d}-D vectors, nlist "
+                                 f"{codes.nlist}, {codes.pq.M} x {codes.pq.nbits}-bit codes, not the "
+                                 f"{spec.pca_dim}-D, nlist {spec.nlist}, {spec.pq_m} x {PQ_BITS}-bit "
+                                 f"codes its manifest describes; rebuild the map")
         loaded = cls(dim, spec, index, use_gpu=use_gpu)
         expected_trained = trained and spec.compresses
         if loaded.trained != expected_trained:

@@ -58,8 +58,9 @@ class KeyframeMap:
         self._keyframes: List[Keyframe] = list(keyframes or [])
 
     @classmethod
-    def create(cls, dim: int, fingerprint: str, index: str = "flat", *, nlist: int = 256,
-               pq_m: int = 0, nprobe: int = 96, use_gpu: bool = False) -> "KeyframeMap":
+    def create(cls, dim: int, fingerprint: str, index: str = "flat", *, nlist: int = IndexSpec.nlist,
+               pq_m: int = IndexSpec.pq_m, nprobe: int = IndexSpec.nprobe,
+               pca_dim: int = IndexSpec.pca_dim, use_gpu: bool = False) -> "KeyframeMap":
         """An empty map for descriptors of `dim` from the model with `fingerprint`.
 
         `index`: "flat" (exact), "fp16", "ivfpq" or "auto" (see `vpr_ros.mapping.index`). `use_gpu` mirrors
@@ -69,7 +70,7 @@ class KeyframeMap:
             raise ValueError(f"descriptor dimension must be positive, got {dim}")
         if not fingerprint:
             raise ValueError("a map needs the model fingerprint (Embedder.fingerprint)")
-        spec = IndexSpec(index, nlist, pq_m, nprobe)
+        spec = IndexSpec(index, nlist, pq_m, nprobe, pca_dim)
         return cls(dim, fingerprint, VectorIndex(dim, spec, use_gpu=use_gpu))
 
     def __len__(self) -> int:
@@ -207,7 +208,7 @@ class KeyframeMap:
                                      f"(truncated or modified); restore it from a backup or rebuild")
         spec_fields = dict(manifest["index"])
         trained = bool(spec_fields.pop("trained", False))
-        spec = IndexSpec(**spec_fields)
+        spec = IndexSpec.from_manifest(spec_fields, manifest["dim"])
         index = VectorIndex.read(str(root / INDEX_FILE), manifest["dim"], spec, trained, use_gpu)
         sessions = [s["name"] for s in manifest["sessions"]]
         with np.load(root / RECORDS_FILE, allow_pickle=False) as data:
