@@ -20,8 +20,13 @@ Sequence: the night_right queries streamed through the engine's SequenceMatcher 
 shortlists from the map itself, stored descriptors decoded from the codes for ivfpq), on the
 flat and the compressed map of each size: R@1 and R@100P of the end keyframe.
 
+Tuning (--tuning): index parameters (--pca-dim, --pq-m, --nlist, --nprobe) are chosen on other
+queries than the reported ones: the even night_right frames and the lit winter frames the
+reported set leaves out (no sequence columns: every other frame is not a drive).
+
     python bench/map_scaling.py                                  # 1e4 and 1e5, ~10 min here
-    python bench/map_scaling.py --sizes 1000000 --cache /tmp/real_desc.npz   # the 1e6 figure
+    python bench/map_scaling.py --sizes 100000,1000000 --kinds ivfpq --cache /tmp/real.npz
+    python bench/map_scaling.py --sizes 100000 --kinds ivfpq --tuning --pca-dim 1536 --pq-m 96
 
 --cache keeps the real descriptors between runs (embedding takes ~2 min).
 """
@@ -47,7 +52,7 @@ from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
 from vpr_ros.localization.sequence import SequenceMatcher  # noqa: E402
-from vpr_ros.mapping import Keyframe, KeyframeMap  # noqa: E402
+from vpr_ros.mapping import IndexSpec, Keyframe, KeyframeMap  # noqa: E402
 from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
 from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 
@@ -65,11 +70,18 @@ def parse_args(argv=None):
     parser.add_argument("--kinds", default="flat,sq8,ivfpq", help="index kinds to build")
     parser.add_argument("--max-flat-gb", type=float, default=2.0,
                         help="skip flat maps larger than this (exact R@1 is computed regardless)")
-    parser.add_argument("--nlist", type=int, default=1024, help="IVF lists (map default)")
-    parser.add_argument("--nprobe", type=int, default=32, help="IVF lists visited per query (map default)")
-    parser.add_argument("--pq-m", type=int, default=0, help="PQ bytes per keyframe (0: dim/16)")
+    parser.add_argument("--nlist", type=int, default=IndexSpec.nlist, help="IVF lists (map default)")
+    parser.add_argument("--nprobe", type=int, default=IndexSpec.nprobe,
+                        help="IVF lists visited per query (map default)")
+    parser.add_argument("--pca-dim", type=int, default=IndexSpec.pca_dim,
+                        help="principal axes kept before IVF-PQ (0: the map default, 15/32 of dim; dim: none)")
+    parser.add_argument("--pq-m", type=int, default=IndexSpec.pq_m,
+                        help="PQ bytes per keyframe (0: the map default, pca-dim/10)")
     parser.add_argument("--latency-queries", type=int, default=200, help="single queries timed")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads")
+    parser.add_argument("--tuning", action="store_true",
+                        help="query the tuning set (even night_right frames, the lit winter frames "
+                             "the reported set leaves out) instead of the reported queries")
     parser.add_argument("--cache", type=Path, help=".npz keeping the real descriptors between runs")
     parser.add_argument("--out", type=Path, default=Path("out/bench_map_scaling"))
     parser.add_argument("--seed", type=int, default=0)
@@ -92,22 +104,29 @@ def real_descriptors(datasets: Path, cache) -> Dict[str, np.ndarray]:
     return out
 
 
-def revisit_queries(real: Dict[str, np.ndarray], datasets: Path, limit: int = 200):
-    """(queries, positives: list of sets of real keyframe ids) and the GP night_right count."""
+def revisit_queries(real: Dict[str, np.ndarray], datasets: Path, limit: int = 200, tuning: bool = False):
+    """(queries, positives: list of sets of real keyframe ids) and the GP night_right count.
+
+    The reported queries: the first `limit` night_right frames and `limit` evenly spaced lit
+    Nordland winter frames. `tuning`: a set to choose index parameters on instead, the even
+    night_right frames and every lit winter frame the reported set leaves out."""
     offsets, start = {}, 0
     for name in MAP_SIDE:
         offsets[name] = start
         start += len(real[name])
-    night = real["gardens_point/night_right"][:limit]
+    frames = range(min(limit, len(real["gardens_point/night_right"])))
+    frames = frames[::2] if tuning else frames
+    night = real["gardens_point/night_right"][list(frames)]
     positives = [{offsets[side] + j for side in MAP_SIDE[:2]
                   for j in range(max(0, i - 2), min(len(real[side]), i + 3))}
-                 for i in range(len(night))]
+                 for i in frames]
     with open(datasets / "nordland_tiny" / "ground_truth.csv") as handle:
         lit = [i for i, row in enumerate(csv.DictReader(handle)) if row["dark_or_tunnel"] == "0"]
-    lit = lit[:: max(1, len(lit) // limit)][:limit]
+    reported = lit[:: max(1, len(lit) // limit)][:limit]
+    chosen = sorted(set(lit) - set(reported)) if tuning else reported
     summer = offsets["nordland_tiny/summer"]
-    positives += [{summer + j for j in range(max(0, i - 1), min(1000, i + 2))} for i in lit]
-    queries = np.concatenate([night, real["nordland_tiny/winter"][lit]])
+    positives += [{summer + j for j in range(max(0, i - 1), min(1000, i + 2))} for i in chosen]
+    queries = np.concatenate([night, real["nordland_tiny/winter"][chosen]])
     return np.ascontiguousarray(queries, np.float32), positives, len(night)
 
 
@@ -135,7 +154,7 @@ def grow(base: np.ndarray, size: int, rng) -> (np.ndarray, float):
 def build(kind: str, vectors: np.ndarray, records: List[Keyframe], args) -> KeyframeMap:
     """A map grown 50,000 keyframes at a time, as a robot's map grows (IVF-PQ trains once)."""
     kf_map = KeyframeMap.create(vectors.shape[1], "bench", index=kind, nlist=args.nlist,
-                                pq_m=args.pq_m, nprobe=args.nprobe)
+                                pq_m=args.pq_m, nprobe=args.nprobe, pca_dim=args.pca_dim)
     for start in tqdm(range(0, len(vectors), ADD_CHUNK), desc=f"build {kind}", unit="chunk", leave=False):
         kf_map.add(vectors[start:start + ADD_CHUNK], records[start:start + ADD_CHUNK])
     return kf_map
@@ -191,7 +210,8 @@ def measure(kind: str, vectors, records, queries, positives, night: int, args) -
         kf_map.search(query[None], 1)
         latencies.append(1000.0 * (time.perf_counter() - tic))
     _, ids = kf_map.search(queries, 1)
-    seq_r1, seq_r100 = sequence_recall(kf_map, queries[:night], positives[:night])
+    seq_r1, seq_r100 = (float("nan"), float("nan")) if args.tuning else sequence_recall(
+        kf_map, queries[:night], positives[:night])   # the tuning set skips every other frame
     return {"keyframes": len(vectors), "kind": kind, "index": kf_map.index_summary(),
             "bytes_per_kf": kf_map.index_bytes() / len(vectors), "mb": kf_map.index_bytes() / 2 ** 20,
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
@@ -207,11 +227,12 @@ def main(argv=None) -> int:
         return 2
     real = real_descriptors(args.datasets, args.cache)
     base = np.concatenate([real[name] for name in MAP_SIDE]).astype(np.float32)
-    queries, positives, night = revisit_queries(real, args.datasets)
+    queries, positives, night = revisit_queries(real, args.datasets, tuning=args.tuning)
     kinds = [k.strip() for k in args.kinds.split(",")]
     rng = np.random.default_rng(args.seed)
     print(f"real map-side keyframes {len(base)} of dim {base.shape[1]}; queries: {night} Gardens "
-          f"Point night_right, {len(queries) - night} Nordland winter; {args.threads} FAISS thread(s)")
+          f"Point night_right, {len(queries) - night} Nordland winter ({'tuning' if args.tuning else 'reported'} "
+          f"set); {args.threads} FAISS thread(s)")
     print(f"{'keyframes':>10} {'kind':>6} {'B/kf':>8} {'MB':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'build s':>8} {'R@1':>6} {'/exact':>7} {'seq R@1':>8} {'seq R@100P':>10}  index")
     rows = []
@@ -241,7 +262,7 @@ def main(argv=None) -> int:
             print(f"1e6 {row['kind']}: {'meets' if met else 'misses'} <= {BUDGET_MB:.0f} MB, "
                   f"<= {BUDGET_P99_MS:.0f} ms p99, >= {BUDGET_RATIO} of exact R@1")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"map_scaling_{'_'.join(args.sizes.split(','))}.csv"
+    path = args.out / f"map_scaling_{'_'.join(args.sizes.split(','))}{'_tuning' if args.tuning else ''}.csv"
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
