@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from backbones import write_csv  # noqa: E402
-from training.config import TrainConfig, load_config  # noqa: E402
+from training.config import TrainConfig, load_config, to_dict  # noqa: E402
 from training.datasets import load_aligned_traversals  # noqa: E402
 from training.distributed import DistContext  # noqa: E402
 from training.evaluation import evaluate_recall  # noqa: E402
@@ -51,7 +51,7 @@ from vpr_ros.evaluation.plots import save_figure  # noqa: E402
 from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
 from vpr_ros.io.images import read_image  # noqa: E402
 from vpr_ros.model import ModelConfig  # noqa: E402
-from vpr_ros.model.checkpoint import load_checkpoint  # noqa: E402
+from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
 from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
 from vpr_ros.runtime.preprocess import target_size  # noqa: E402
 
@@ -92,12 +92,19 @@ def offtheshelf(sets, store: ImageStore, seed: int) -> Dict[str, Dict[int, float
 
 def train_and_score(args, loss: str, synthetic: int, seed: int, features: dict, test_sets,
                     store: ImageStore) -> dict:
-    """One training run; its best epoch by validation is scored on the test places."""
+    """One training run; its best epoch by validation is scored on the test places. A run that
+    already finished with this very config (an earlier, interrupted bench) is scored, not
+    trained again."""
     config = run_config(args, loss, synthetic, seed)
+    run_dir = Path(config.output_dir)
+    done = finished(run_dir, config)
+    if not done:
+        for stale in ("epochs.csv", "steps.csv"):          # the trainer appends to these
+            (run_dir / stale).unlink(missing_ok=True)
     trainer = Trainer(config, DistContext(), feature_cache=features)
     start_test = score(trainer.model, test_sets, store)
-    trainer.fit()
-    run_dir = Path(config.output_dir)
+    if not done:
+        trainer.fit()
     model, extra = load_checkpoint(run_dir / "best.pt", with_extra=True)
     test = score(model, test_sets, store)
     curve = read_epochs(run_dir)
@@ -106,6 +113,15 @@ def train_and_score(args, loss: str, synthetic: int, seed: int, features: dict, 
             **{f"start test {p} R@1": r[1] for p, r in start_test.items()},
             **{f"test {p} R@{n}": r[n] for p, r in test.items() for n in NS},
             "val_curve": curve}
+
+
+def finished(run_dir: Path, config: TrainConfig) -> bool:
+    """True when `run_dir` holds a run of `config` that trained all its epochs."""
+    state = run_dir / "last.pt"
+    if not (state.is_file() and (run_dir / "best.pt").is_file() and (run_dir / "epochs.csv").is_file()):
+        return False
+    extra = read_checkpoint(state)["extra"]
+    return extra.get("next_epoch") == config.optim.epochs and extra.get("train_config") == to_dict(config)
 
 
 def mean_r1(by_pair: Dict[str, Dict[int, float]]) -> float:
@@ -219,8 +235,9 @@ def main(argv=None) -> int:
     for loss in args.losses:
         train(loss, args.synthetic)
     if args.ablation and args.synthetic:
-        by_val = summarize(runs, baseline)[1:]
-        train(max(by_val, key=lambda r: r["val_r1"])["loss"], 0)
+        chosen = max(args.losses, key=lambda loss: np.mean(
+            [r["val_r1"] for r in runs if r["loss"] == loss]))
+        train(chosen, 0)
     rows = summarize(runs, baseline)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv([{k: v for k, v in r.items() if k != "val_curve"} for r in runs], args.out / "runs.csv")
