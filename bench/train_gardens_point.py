@@ -169,10 +169,11 @@ def plot(runs: List[dict], rows: List[dict], baseline_val: float, out: Path) -> 
         ax.plot(run["val_curve"], color=colour, alpha=0.7,
                 label=name if run["seed"] == runs[0]["seed"] else None)
     ax.axhline(baseline_val, color="k", linestyle=":", label="off-the-shelf (map-fitted)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0 = start: fitted on training images)")
     ax.set_ylabel("validation mean R@1 (places 70-99)")
     ax.set_title("Gardens Point validation, one line per seed")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     save_figure(fig, out / "val_curves.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.5), sharey=True)

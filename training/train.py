@@ -161,8 +161,9 @@ class Trainer:
         return None
 
     def _cluster_images(self) -> List[Path]:
-        """`cluster_images` database images, evenly spaced and split equally between the
-        training sets, so a large set does not decide the clusters alone."""
+        """`cluster_images` database images split equally between the training sets, so a
+        large set does not decide the clusters alone: every k-th image of each set (k = its
+        size // its share), at most its share."""
         share = max(1, self.config.cluster_images // len(self.train_parts))
         chosen = []
         for places in self.train_parts:
