@@ -58,6 +58,8 @@ from vpr_ros.runtime.preprocess import target_size  # noqa: E402
 PAIRS = (("day_right", "night_right"), ("day_left", "night_right"))
 TRAIN, VAL, TEST = (0, 70), (70, 100), (100, 200)
 NS = (1, 5)
+PAIR_NAMES = tuple(f"{db}->{q}" for db, q in PAIRS)
+START = "start of training (fitted on training images)"
 RECIPE = REPO / "training" / "configs" / "gardens_point_night.yaml"
 
 
@@ -136,21 +138,26 @@ def read_epochs(run_dir: Path) -> List[float]:
 
 def summarize(runs: List[dict], baseline: List[dict]) -> List[dict]:
     """One row per configuration: mean and range over seeds of validation and test R@1."""
-    groups: Dict[str, List[dict]] = {"off-the-shelf (map-fitted)": baseline}
+    starts = {run["seed"]: {"val_r1": run["start_val_r1"],
+                            **{f"test {p} R@1": run[f"start test {p} R@1"] for p in PAIR_NAMES}}
+              for run in reversed(runs)}                 # a seed's start is the same in every run
+    groups: Dict[str, List[dict]] = {"off-the-shelf (map-fitted)": baseline,
+                                     START: list(starts.values())}
     for run in runs:
         groups.setdefault(f"{run['loss']}, synthetic {run['synthetic']}", []).append(run)
     rows = []
     for name, members in groups.items():
         row = {"config": name, "seeds": len(members),
                "val_r1": float(np.mean([m["val_r1"] for m in members]))}
-        for pair in ("day_right->night_right", "day_left->night_right"):
+        for pair in PAIR_NAMES:
             values = np.array([m[f"test {pair} R@1"] for m in members])
             row[f"test {pair} R@1 mean"] = float(values.mean())
             row[f"test {pair} R@1 min"] = float(values.min())
             row[f"test {pair} R@1 max"] = float(values.max())
         rows.append(row)
-    if len(rows) > 1:
-        best = max(rows[1:], key=lambda r: r["val_r1"])
+    trained = [r for r in rows if r["config"] not in ("off-the-shelf (map-fitted)", START)]
+    if trained:
+        best = max(trained, key=lambda r: r["val_r1"])
         for row in rows:
             row["chosen"] = row is best
     return rows

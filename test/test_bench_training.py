@@ -27,7 +27,8 @@ def bench():
 
 def _run(loss, seed, val, tests, synthetic=2):
     return {"loss": loss, "synthetic": synthetic, "seed": seed, "val_r1": val,
-            **{f"test {p} R@1": t for p, t in zip(PAIRS, tests)}}
+            **{f"test {p} R@1": t for p, t in zip(PAIRS, tests)},
+            "start_val_r1": 0.7 + seed / 100, **{f"start test {p} R@1": 0.5 for p in PAIRS}}
 
 
 def test_summary_picks_by_validation_and_reports_the_seed_range(bench):
@@ -35,11 +36,13 @@ def test_summary_picks_by_validation_and_reports_the_seed_range(bench):
     runs = [_run("triplet", 0, 0.90, (0.60, 0.50)), _run("triplet", 1, 0.86, (0.62, 0.52)),
             _run("sare_joint", 0, 0.85, (0.99, 0.99)), _run("sare_joint", 1, 0.85, (0.97, 0.95))]
     rows = bench.summarize(runs, baseline)
-    assert [r["config"] for r in rows] == ["off-the-shelf (map-fitted)", "triplet, synthetic 2",
-                                           "sare_joint, synthetic 2"]
+    assert [r["config"] for r in rows] == ["off-the-shelf (map-fitted)", bench.START,
+                                           "triplet, synthetic 2", "sare_joint, synthetic 2"]
     chosen = [r["config"] for r in rows if r["chosen"]]
     assert chosen == ["triplet, synthetic 2"]            # higher validation, whatever the test says
-    triplet = rows[1]
+    start = rows[1]                                      # one start per seed, not one per run
+    assert start["seeds"] == 2 and start["val_r1"] == pytest.approx(0.705)
+    triplet = rows[2]
     assert triplet["val_r1"] == pytest.approx(0.88)
     assert (triplet["test day_right->night_right R@1 min"],
             triplet["test day_right->night_right R@1 max"]) == (0.60, 0.62)
