@@ -256,11 +256,7 @@ def with_synthetic_queries(places: PlaceSet, variants: int, seed: int = 0) -> Pl
     """
     if variants < 1:
         return places
-    if places.db_traversals is None:
-        db_ids = np.zeros(places.num_db, dtype=np.int64)
-        q_ids = np.ones(places.num_queries, dtype=np.int64)
-    else:
-        db_ids, q_ids = places.db_traversals, places.query_traversals
+    db_ids, q_ids = _traversal_ids(places)
     first = int(max(db_ids.max(), q_ids.max())) + 1
     synthetic = [SyntheticImage(Path(path), seed=_render_seed(seed, i, v))
                  for v in range(variants) for i, path in enumerate(places.db_images)]
@@ -272,6 +268,13 @@ def with_synthetic_queries(places: PlaceSet, variants: int, seed: int = 0) -> Pl
                     pos_radius=places.pos_radius, neg_radius=places.neg_radius,
                     eval_radius=places.eval_radius, unit=places.unit, db_traversals=db_ids,
                     query_traversals=np.concatenate([q_ids, np.full(len(synthetic), first)]))
+
+
+def _traversal_ids(places: PlaceSet):
+    """(db ids, query ids); a set without traversals gets one for its database, one for queries."""
+    if places.db_traversals is None:
+        return np.zeros(places.num_db, np.int64), np.ones(places.num_queries, np.int64)
+    return places.db_traversals, places.query_traversals
 
 
 def _render_seed(seed: int, image: int, variant: int) -> int:
@@ -304,10 +307,7 @@ def concat_place_sets(sets: Sequence[PlaceSet]) -> PlaceSet:
 
         db_pos.append(placed(places.db_positions))
         q_pos.append(placed(places.query_positions))
-        if places.db_traversals is None:
-            db, query = np.zeros(places.num_db, np.int64), np.ones(places.num_queries, np.int64)
-        else:
-            db, query = places.db_traversals, places.query_traversals
+        db, query = _traversal_ids(places)
         db_ids.append(db + next_id)
         q_ids.append(query + next_id)
         next_id += int(max(db.max(), query.max())) + 1
