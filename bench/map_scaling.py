@@ -16,6 +16,12 @@ recall@1 = share whose top-1 is right; exact search (brute force over the float3
 sets the reference and every kind reports its ratio to it. Latency: one query at a time,
 --threads FAISS threads.
 
+Memory: every map is saved to a temporary directory and loaded back in a fresh Python process;
+"disk MB" is the whole map directory (index, keyframe records, manifest), "RSS MB" the resident
+memory (VmRSS) `KeyframeMap.load` adds once faiss, numpy and vpr_ros are imported, and "idx RSS"
+the same for `faiss.read_index` of the index file alone (the column "MB" is the serialized index).
+The 1e6 verdict holds the index to the budget on disk and in memory and prints the whole map's.
+
 Sequence: the night_right queries streamed through the engine's SequenceMatcher (defaults,
 shortlists from the map itself, stored descriptors decoded from the codes for ivfpq), on the
 flat and the compressed map of each size: R@1 and R@100P of the end keyframe.
@@ -34,7 +40,9 @@ import argparse
 import csv
 import io
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -60,6 +68,20 @@ MAP_SIDE = ("gardens_point/day_right", "gardens_point/day_left", "nordland_tiny/
 QUERY_SIDE = ("gardens_point/night_right", "nordland_tiny/winter")
 BUDGET_MB, BUDGET_P99_MS, BUDGET_RATIO = 128.0, 10.0, 0.95
 ADD_CHUNK = 50_000
+REPO = Path(__file__).resolve().parents[1]
+RSS_PROBE = """
+import sys
+import faiss, numpy
+from vpr_ros.mapping import KeyframeMap
+
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+before = rss()
+loaded = KeyframeMap.load(sys.argv[1]) if sys.argv[2] == "map" else faiss.read_index(sys.argv[1])
+print(rss() - before)
+"""
 
 
 def parse_args(argv=None):
@@ -200,6 +222,24 @@ def sequence_recall(kf_map: KeyframeMap, queries: np.ndarray, positives) -> (flo
     return float(right.mean()), recall_at_precision(precision, recall, 1.0)
 
 
+def loaded_rss_mb(path: Path, what: str) -> float:
+    """Resident MB that loading `path` ("map": KeyframeMap.load, "index": faiss.read_index) adds
+    in a fresh process, after its imports."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", RSS_PROBE, str(path), what], env=env,
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1]) / 2 ** 20
+
+
+def saved_footprint(kf_map: KeyframeMap) -> (float, float, float):
+    """(disk MB of the whole saved map, RSS MB of loading it, RSS MB of loading its index alone)."""
+    with tempfile.TemporaryDirectory(prefix="map_scaling_") as tmp:
+        directory = Path(tmp) / "map"
+        kf_map.save(directory)
+        disk = sum(f.stat().st_size for f in directory.iterdir()) / 2 ** 20
+        return disk, loaded_rss_mb(directory, "map"), loaded_rss_mb(directory / "index.faiss", "index")
+
+
 def measure(kind: str, vectors, records, queries, positives, night: int, args) -> Dict:
     tic = time.perf_counter()
     kf_map = build(kind, vectors, records, args)
@@ -212,8 +252,10 @@ def measure(kind: str, vectors, records, queries, positives, night: int, args) -
     _, ids = kf_map.search(queries, 1)
     seq_r1, seq_r100 = (float("nan"), float("nan")) if args.tuning else sequence_recall(
         kf_map, queries[:night], positives[:night])   # the tuning set skips every other frame
+    disk_mb, rss_mb, index_rss_mb = saved_footprint(kf_map)
     return {"keyframes": len(vectors), "kind": kind, "index": kf_map.index_summary(),
             "bytes_per_kf": kf_map.index_bytes() / len(vectors), "mb": kf_map.index_bytes() / 2 ** 20,
+            "disk_mb": disk_mb, "rss_mb": rss_mb, "index_rss_mb": index_rss_mb,
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
             "build_s": build_s, "R@1": recall_at_1(ids[:, 0], positives),
             "seq R@1": seq_r1, "seq R@100P": seq_r100}
@@ -233,8 +275,8 @@ def main(argv=None) -> int:
     print(f"real map-side keyframes {len(base)} of dim {base.shape[1]}; queries: {night} Gardens "
           f"Point night_right, {len(queries) - night} Nordland winter ({'tuning' if args.tuning else 'reported'} "
           f"set); {args.threads} FAISS thread(s)")
-    print(f"{'keyframes':>10} {'kind':>6} {'B/kf':>8} {'MB':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'build s':>8} {'R@1':>6} {'/exact':>7} {'seq R@1':>8} {'seq R@100P':>10}  index")
+    print(f"{'keyframes':>10} {'kind':>6} {'B/kf':>8} {'MB':>8} {'disk MB':>8} {'RSS MB':>7} "
+          f"{'idx RSS':>7} {'p50 ms':>7} {'p99 ms':>7} {'build s':>8} {'R@1':>6} {'/exact':>7} {'seq R@1':>8} {'seq R@100P':>10}  index")
     rows = []
     for size in (int(float(s)) for s in args.sizes.split(",")):
         vectors, copy_cos = grow(base, size, rng)
@@ -251,16 +293,18 @@ def main(argv=None) -> int:
             row["copy_cos"] = copy_cos
             rows.append(row)
             print(f"{size:>10} {kind:>6} {row['bytes_per_kf']:>8.1f} {row['mb']:>8.1f} "
+                  f"{row['disk_mb']:>8.1f} {row['rss_mb']:>7.1f} {row['index_rss_mb']:>7.1f} "
                   f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['build_s']:>8.1f} "
                   f"{row['R@1']:>6.3f} {row['ratio']:>7.3f} {row['seq R@1']:>8.3f} "
                   f"{row['seq R@100P']:>10.3f}  {row['index']}", flush=True)
         del vectors
     for row in rows:
         if row["keyframes"] >= 1_000_000 and row["kind"] != "flat":
-            met = (row["mb"] <= BUDGET_MB and row["p99_ms"] <= BUDGET_P99_MS
+            met = (max(row["mb"], row["index_rss_mb"]) <= BUDGET_MB and row["p99_ms"] <= BUDGET_P99_MS
                    and row["ratio"] >= BUDGET_RATIO)
-            print(f"1e6 {row['kind']}: {'meets' if met else 'misses'} <= {BUDGET_MB:.0f} MB, "
-                  f"<= {BUDGET_P99_MS:.0f} ms p99, >= {BUDGET_RATIO} of exact R@1")
+            print(f"1e6 {row['kind']}: index {'meets' if met else 'misses'} <= {BUDGET_MB:.0f} MB "
+                  f"(file and resident), <= {BUDGET_P99_MS:.0f} ms p99, >= {BUDGET_RATIO} of exact "
+                  f"R@1; whole map {row['disk_mb']:.0f} MB on disk, {row['rss_mb']:.0f} MB resident")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"map_scaling_{'_'.join(args.sizes.split(','))}{'_tuning' if args.tuning else ''}.csv"
     text = io.StringIO()
