@@ -92,7 +92,7 @@ def parse_args(argv=None):
     parser.add_argument("--kinds", default="flat,sq8,ivfpq", help="index kinds to build")
     parser.add_argument("--max-flat-gb", type=float, default=2.0,
                         help="skip flat maps larger than this (exact R@1 is computed regardless)")
-    parser.add_argument("--nlist", type=int, default=IndexSpec.nlist, help="IVF lists (map default)")
+    parser.add_argument("--nlist", type=int, default=IndexSpec.nlist, help="IVF lists (0: the map default of the kind)")
     parser.add_argument("--nprobe", type=int, default=IndexSpec.nprobe,
                         help="IVF lists visited per query (map default)")
     parser.add_argument("--pca-dim", type=int, default=IndexSpec.pca_dim,

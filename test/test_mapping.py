@@ -129,9 +129,11 @@ def spectral_rows(count: int, dim: int, seed: int = 0) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_ivfpq_default_codes_for_the_2048_d_descriptor():
+def test_default_codes_for_the_2048_d_descriptor_and_auto_lists():
     spec = IndexSpec("ivfpq").validated(2048)
-    assert (spec.pca_dim, spec.pq_m, spec.nlist, spec.nprobe) == (960, 96, 1024, 32)
+    assert (spec.pca_dim, spec.pq_m, spec.nlist, spec.nprobe) == (960, 96, 2048, 32)
+    auto = IndexSpec("auto").validated(2048)
+    assert (auto.nlist, auto.train_at) == (1024, 50_000), "auto compresses at 5e4 keyframes"
 
 
 def test_balanced_principal_axes_are_orthonormal_and_share_the_variance_evenly():
@@ -175,6 +177,23 @@ def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_pat
     assert loaded.index_summary() == kf_map.index_summary()
     assert np.array_equal(loaded.search(noisy, 3)[1], kf_map.search(noisy, 3)[1])
     np.testing.assert_array_equal(loaded.descriptors(ids), decoded)
+
+
+def test_ivfpq_scores_are_cosines_with_the_decoded_descriptors(one_faiss_thread):
+    """A trained map ranks FAISS's shortlist by cosine with each keyframe's decoded descriptor
+    (the inner product with a decoded vector, whose norm varies, divided by that norm)."""
+    dim = 64
+    kf_map = KeyframeMap.create(dim, "m", index="ivfpq", nlist=16, pq_m=15, nprobe=4)
+    vectors = spectral_rows(kf_map.index_spec.min_train_vectors, dim)
+    kf_map.add(vectors, [Keyframe("day", float(i)) for i in range(len(vectors))])
+    queries = spectral_rows(20, dim, seed=5)
+    scores, ids = kf_map.search(queries, 3)
+    decoded = kf_map.descriptors(ids.ravel()).reshape(20, 3, dim)
+    np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", decoded, queries), atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    faiss_top = faiss.downcast_index(kf_map._index.index.index).reconstruct_batch(ids[:, 0])
+    assert not np.allclose(np.linalg.norm(faiss_top, axis=1), 1.0, atol=1e-3), \
+        "decoded vectors of uneven norm are what the rescoring corrects"
 
 
 def test_ivfpq_map_of_an_earlier_version_loads_and_a_mismatched_index_file_is_refused(

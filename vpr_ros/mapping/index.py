@@ -12,18 +12,24 @@ Index kinds:
   axes (a `LinearTransform` without bias, so inner products keep their meaning; 960 of 2048 for the
   default descriptor), ordered so that every PQ sub-vector gets an equal share of the variance
   (axes dealt snake-wise by variance: a PQ sub-vector of only strong or only weak axes wastes its
-  bits), then `IndexIVFPQ`: coarse k-means into `nlist` lists, residuals coded as `pq_m` bytes of
-  8-bit product quantization (96 bytes, 10-D sub-vectors, for the default). An array direct map
-  gives stored descriptors back approximately (`reconstruct`) for sequence matching; 8 bytes of
-  id and 8 of direct map per keyframe on top of the codes. Plain 8-bit IVF-PQ of the whole
-  descriptor with 32-D sub-vectors (earlier vpr_ros maps, still loaded) kept 0.49 of exact R@1 at
-  1e6 keyframes (README "Map scaling on real descriptors", bench/map_scaling.py). Its projection and codebooks need
+  bits), then `IndexIVFPQ`: coarse k-means into `nlist` lists (2048 for ivfpq), residuals coded as
+  `pq_m` bytes of 8-bit product quantization (96 bytes, 10-D sub-vectors, for the default). An
+  array direct map gives stored descriptors back approximately (`reconstruct`) for sequence
+  matching; 8 bytes of id and 8 of direct map per keyframe on top of the codes. Search rescores
+  FAISS's top `RESCORE_SHORTLIST` (10; 100 and 1000 did no better) by cosine with the decoded
+  descriptor (FAISS's inner product divided by the decoded vector's norm, which varies with how
+  well a keyframe codes): with nlist 2048 this raised the tuning-set ratio to exact R@1 at 1e6
+  keyframes from 0.78 to 0.97 (0.81 to 0.89 with nlist 1024; bench/map_scaling.py --tuning), for
+  no memory. Plain 8-bit IVF-PQ of the whole descriptor with 32-D sub-vectors (earlier vpr_ros
+  maps, still loaded, and rescored too) kept 0.49 of exact R@1 at 1e6 keyframes (README "Map
+  scaling on real descriptors", bench/map_scaling.py). Its projection and codebooks need
   training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x max(nlist,
   256), FAISS's k-means minimum) it stays an exact fp16 index, then it is trained once on a random
   sample of what it holds (at most 64 x max(nlist, 256) vectors) and every vector is moved over.
   `nprobe` trades speed for recall (bench/map_scaling.py).
 - `auto`: exact sq8 for small maps (fp16 as soon as a descriptor leaves the sq8 range: such a
-  model is not plain NetVLAD), IVF-PQ once the map reaches `AUTO_COMPRESS_AT` keyframes,
+  model is not plain NetVLAD), IVF-PQ with nlist 1024 (k-means needs 39 x 2048 keyframes for
+  2048 lists) once the map reaches `AUTO_COMPRESS_AT` keyframes,
   the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
   or the map memory budget (README "Map scaling on real descriptors").
 
@@ -53,18 +59,23 @@ PQ_BITS = 8
 PCA_SHARE = 15 / 32
 PQ_SUBVECTOR_DIM = 10
 AUTO_COMPRESS_AT = 50_000
+DEFAULT_NLIST = {"ivfpq": 2048, "auto": 1024}
+RESCORE_SHORTLIST = 10
+DECODE_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How a map indexes its descriptors. Zeros are resolved for the descriptor dimension by
-    `validated`: `pca_dim` = 15/32 of it, `pq_m` = pca_dim / 10 one-byte sub-vectors (960 axes and
-    96 bytes for dim 2048, chosen with `bench/map_scaling.py --tuning`: 112 bytes per keyframe
-    with id and direct map, 119 MB at 1e6 with the projection, centroids and codebooks). `pca_dim` equal to the dimension means no projection
-    (maps of earlier vpr_ros, see `from_manifest`)."""
+    """How a map indexes its descriptors. Zeros are resolved for the kind and the descriptor
+    dimension by `validated`: `nlist` = `DEFAULT_NLIST` of the kind, `pca_dim` = 15/32 of the
+    dimension, `pq_m` = pca_dim / 10 one-byte sub-vectors (for ivfpq of dim 2048: 960 axes and 96
+    bytes chosen with `bench/map_scaling.py --tuning` at 1e5 keyframes, 2048 lists at 1e6; 112
+    bytes per keyframe with id and direct map, 123 MB at 1e6 with the projection, centroids and
+    codebooks). `pca_dim` equal to the dimension means no projection (maps of earlier vpr_ros,
+    see `from_manifest`)."""
 
     kind: str = "flat"
-    nlist: int = 1024
+    nlist: int = 0
     pq_m: int = 0
     nprobe: int = 32
     pca_dim: int = 0
@@ -76,12 +87,14 @@ class IndexSpec:
         return cls(**dict({"pca_dim": dim}, **fields))
 
     def validated(self, dim: int) -> "IndexSpec":
-        """This spec with `pca_dim` and `pq_m` resolved for `dim`; ValueError naming the bad field otherwise."""
+        """This spec with `nlist`, `pca_dim` and `pq_m` resolved for `dim`; ValueError naming the bad
+        field otherwise."""
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"unknown index type {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if not self.compresses:
             return self
-        if self.nlist < 1 or self.nprobe < 1:
+        nlist = self.nlist or DEFAULT_NLIST[self.kind]
+        if nlist < 1 or self.nprobe < 1:
             raise ValueError(f"{self.kind} needs nlist >= 1 and nprobe >= 1, got {self.nlist}, "
                              f"{self.nprobe}")
         pca_dim = self.pca_dim or max(1, round(dim * PCA_SHARE))
@@ -90,7 +103,7 @@ class IndexSpec:
         pq_m = self.pq_m or max(1, pca_dim // PQ_SUBVECTOR_DIM)
         if pca_dim % pq_m:
             raise ValueError(f"{self.kind} pq_m={pq_m} must divide the projected dimension {pca_dim}")
-        return IndexSpec(self.kind, self.nlist, pq_m, self.nprobe, pca_dim)
+        return IndexSpec(self.kind, nlist, pq_m, self.nprobe, pca_dim)
 
     @property
     def exact_kind(self) -> str:
@@ -105,7 +118,8 @@ class IndexSpec:
     @property
     def min_train_vectors(self) -> int:
         """Keyframes needed to train IVF-PQ (k-means needs 39 points per centroid)."""
-        return KMEANS_POINTS_PER_CENTROID * max(self.nlist, 2 ** PQ_BITS)
+        nlist = self.nlist or DEFAULT_NLIST.get(self.kind, 0)
+        return KMEANS_POINTS_PER_CENTROID * max(nlist, 2 ** PQ_BITS)
 
     @property
     def train_at(self) -> int:
@@ -214,10 +228,30 @@ class VectorIndex:
     def search(self, vectors: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (M, k); ids -1 and scores -inf where fewer than k keyframes exist."""
         index = self._search_index()
-        scores, ids = index.search(vectors, k)
+        scores, ids = index.search(vectors, max(k, RESCORE_SHORTLIST) if self.trained else k)
         scores = scores.astype(np.float32)
+        if self.trained:
+            scores, ids = self._rescored(scores, ids, k)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    def _codes(self) -> faiss.IndexIVFPQ:
+        """The IVF-PQ index of a trained map (inside its projection, if any)."""
+        if isinstance(self.index, faiss.IndexPreTransform):
+            return faiss.downcast_index(self.index.index)
+        return self.index
+
+    def _rescored(self, scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The top k of an IVF-PQ shortlist by cosine with the decoded descriptor: FAISS's score
+        is the inner product with the decoded (projected) vector, whose norm varies with how well
+        the keyframe codes; dividing by it removes that bias."""
+        flat = np.maximum(ids.ravel(), 0)
+        codes = self._codes()
+        norms = np.concatenate([np.linalg.norm(codes.reconstruct_batch(flat[i:i + DECODE_CHUNK]), axis=1)
+                                for i in range(0, len(flat), DECODE_CHUNK)]).reshape(ids.shape)
+        cosines = np.where(ids >= 0, scores / np.maximum(norms, 1e-12), -np.inf).astype(np.float32)
+        order = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(cosines, order, 1), np.take_along_axis(ids, order, 1)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids), dim) stored descriptors of keyframe `ids` (keyframe k is at position k).
