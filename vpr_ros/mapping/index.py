@@ -264,11 +264,10 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not self.trained:
             return self.index.index.reconstruct_batch(ids)
+        vectors = self._codes().reconstruct_batch(ids)
         if isinstance(self.index, faiss.IndexPreTransform):
             projection = faiss.downcast_VectorTransform(self.index.chain.at(0))
-            vectors = projection.reverse_transform(self.index.index.reconstruct_batch(ids))
-        else:
-            vectors = self.index.reconstruct_batch(ids)
+            vectors = projection.reverse_transform(vectors)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _search_index(self) -> faiss.Index:
