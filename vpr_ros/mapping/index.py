@@ -93,7 +93,7 @@ class IndexSpec:
             raise ValueError(f"unknown index type {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
         if not self.compresses:
             return self
-        nlist = self.nlist or DEFAULT_NLIST[self.kind]
+        nlist = self.lists
         if nlist < 1 or self.nprobe < 1:
             raise ValueError(f"{self.kind} needs nlist >= 1 and nprobe >= 1, got {self.nlist}, "
                              f"{self.nprobe}")
@@ -116,10 +116,14 @@ class IndexSpec:
         return self.kind in ("ivfpq", "auto")
 
     @property
+    def lists(self) -> int:
+        """`nlist`, or the kind's default (`DEFAULT_NLIST`) when it is 0."""
+        return self.nlist or DEFAULT_NLIST.get(self.kind, 0)
+
+    @property
     def min_train_vectors(self) -> int:
         """Keyframes needed to train IVF-PQ (k-means needs 39 points per centroid)."""
-        nlist = self.nlist or DEFAULT_NLIST.get(self.kind, 0)
-        return KMEANS_POINTS_PER_CENTROID * max(nlist, 2 ** PQ_BITS)
+        return KMEANS_POINTS_PER_CENTROID * max(self.lists, 2 ** PQ_BITS)
 
     @property
     def train_at(self) -> int:
@@ -155,6 +159,13 @@ def balanced_principal_axes(sample: np.ndarray, count: int, groups: int) -> np.n
     turn = np.arange(count) % (2 * groups)
     group = np.minimum(turn, 2 * groups - 1 - turn)
     return np.ascontiguousarray(axes[:, by_variance[np.argsort(group, kind="stable")]].T)
+
+
+def _inside_projection(index: faiss.Index) -> faiss.Index:
+    """The index a projected (IndexPreTransform) map codes with; `index` itself otherwise."""
+    if isinstance(index, faiss.IndexPreTransform):
+        return faiss.downcast_index(index.index)
+    return index
 
 
 def gpu_available() -> bool:
@@ -237,9 +248,7 @@ class VectorIndex:
 
     def _codes(self) -> faiss.IndexIVFPQ:
         """The IVF-PQ index of a trained map (inside its projection, if any)."""
-        if isinstance(self.index, faiss.IndexPreTransform):
-            return faiss.downcast_index(self.index.index)
-        return self.index
+        return _inside_projection(self.index)
 
     def _rescored(self, scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """The top k of an IVF-PQ shortlist by cosine with the decoded descriptor: FAISS's score
@@ -349,7 +358,7 @@ class VectorIndex:
         except RuntimeError as err:
             raise MapFormatError(f"cannot read FAISS index {path}: {err}") from None
         ivf = faiss.try_extract_index_ivf(index)
-        codes = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+        codes = _inside_projection(index)
         if ivf is not None and not (isinstance(codes, faiss.IndexIVFPQ)
                                     and ivf.direct_map.type == faiss.DirectMap.Array):
             raise MapFormatError(f"index file {path} holds {type(codes).__name__} codes without a "
