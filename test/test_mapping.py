@@ -1,4 +1,5 @@
 """Keyframe map: search, persistence round trip, crash safety and refusal of foreign/corrupt maps."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -98,6 +99,106 @@ def test_day_map_extended_by_night_session_on_disk(day_map, tmp_path):
     assert [kf.session for kf in again.records[38:43]] == ["day", "day", "night", "night", "night"]
     assert again.search(unit_rows(5, seed=2)[:1], 1)[1][0, 0] == 40
     assert not list(tmp_path.glob(".map.*")), "no temp or backup directories left behind"
+
+
+def mixed_records():
+    """Keyframes of three sessions and conditions, with and without pose, thumbnail and features."""
+    orb = lambda n: LocalFeatures(np.full((n, 2), n, np.float32), np.full((n, 32), n, np.uint8), (64, 48))
+    return [Keyframe("day", 1.5, "cam_left", (1.0, 2.0, 3.0, 0, 0, 0, 1.0), "sunny", b"\xff\xd8a", orb(3)),
+            Keyframe("day", 2.5, "cam_left", None, "cloudy"),
+            Keyframe("night", 0.25, "cam_right", (4.0, 5.0, 6.0, 0.0, 0.0, 1.0, 0.0), "dark", None, orb(0)),
+            Keyframe("dusk", -3.0, "", None, "", b"\xff\xd8bb", orb(5)),
+            Keyframe("day", 3.5, "cam_left", (7.0, 8.0, 9.0, 1.0, 0.0, 0.0, 0.0), "sunny", b"\xff\xd8c")]
+
+
+def with_ids(records, first=0):
+    return [dataclasses.replace(kf, id=first + i) for i, kf in enumerate(records)]
+
+
+def test_record_columns_round_trip_every_field_through_save_and_load(tmp_path):
+    kf_map = KeyframeMap.create(DIM, "m")
+    kf_map.add(unit_rows(5), mixed_records())
+    expected = with_ids(mixed_records())
+    assert list(kf_map.records) == expected and kf_map.records[1:3] == tuple(expected[1:3])
+    assert kf_map.record(-1).id == 4 and kf_map.record(0).features.image_size == (64, 48)
+    kf_map.save(tmp_path / "map")
+    loaded = KeyframeMap.load(tmp_path / "map")
+    assert loaded.records == expected and loaded.has_features()
+    assert loaded.sessions == {"day": {"keyframes": 3, "conditions": ["sunny", "cloudy"]},
+                               "night": {"keyframes": 1, "conditions": ["dark"]},
+                               "dusk": {"keyframes": 1, "conditions": [""]}}
+    assert loaded.record(2).features.descriptors.shape == (0, 32) and loaded.record(1).thumbnail is None
+    with pytest.raises(IndexError):
+        loaded.record(5)
+
+
+def test_keyframes_added_one_at_a_time_after_a_load_keep_their_fields(day_map, tmp_path):
+    day_map.save(tmp_path / "map")
+    kf_map = KeyframeMap.load(tmp_path / "map")
+    assert not KeyframeMap.create(DIM, "m").has_features() and kf_map.has_features()
+    for i, (vector, kf) in enumerate(zip(unit_rows(300, seed=7), mixed_records() * 60)):
+        assert kf_map.add(vector, [kf]).tolist() == [40 + i]
+    added = tuple(with_ids(mixed_records() * 60, 40))
+    assert kf_map.records[40:] == added, "past several doublings of the columns"
+    assert kf_map.records[:40] == day_map.records
+    assert list(kf_map.sessions) == ["day", "night", "dusk"]
+    kf_map.save(tmp_path / "map")
+    assert KeyframeMap.load(tmp_path / "map").records == kf_map.records
+
+
+def test_a_bad_record_adds_nothing(day_map):
+    sift = LocalFeatures(np.zeros((2, 2), np.float32), np.zeros((2, 128), np.float32), (64, 48))
+    for bad, message in [(Keyframe("day", 1.0, features=sift), "mix local feature types"),
+                         (Keyframe("day", 1.0, pose=(0, 0, 0, 0, 0, 0, 2)), "unit norm"),
+                         (Keyframe("", 1.0), "session name"), (Keyframe("day", float("nan")), "finite")]:
+        with pytest.raises(ValueError, match=message):
+            day_map.add(unit_rows(2), [Keyframe("night", 0.0), bad])
+        assert len(day_map) == 40 and list(day_map.sessions) == ["day"]
+
+
+def legacy_columns():
+    """`mixed_records()` as the list-of-Keyframe code (`records_to_arrays`) wrote them: it lost
+    the image size of features without keypoints (row 2), which test as false."""
+    return {
+        "id": np.arange(5, dtype=np.int64),
+        "session": np.array([0, 0, 1, 2, 0], np.int32),
+        "stamp": np.array([1.5, 2.5, 0.25, -3.0, 3.5]),
+        "frame_id": np.array(["cam_left", "cam_left", "cam_right", "", "cam_left"], np.str_),
+        "condition": np.array(["sunny", "cloudy", "dark", "", "sunny"], np.str_),
+        "pose": np.array([[1, 2, 3, 0, 0, 0, 1], [np.nan] * 7, [4, 5, 6, 0, 0, 1, 0], [np.nan] * 7,
+                          [7, 8, 9, 1, 0, 0, 0]], np.float64),
+        "thumbnail_offsets": np.array([0, 3, 3, 3, 7, 10], np.int64),
+        "thumbnail_bytes": np.frombuffer(b"\xff\xd8a\xff\xd8bb\xff\xd8c", np.uint8),
+        "has_features": np.array([True, False, True, True, False]),
+        "feature_image_size": np.array([[64, 48], [0, 0], [0, 0], [64, 48], [0, 0]], np.int32),
+        "feature_offsets": np.array([0, 3, 3, 3, 8, 8], np.int64),
+        "feature_keypoints": np.array([[3, 3]] * 3 + [[5, 5]] * 5, np.float32),
+        "feature_descriptors": np.array([[3] * 32] * 3 + [[5] * 32] * 5, np.uint8),
+    }
+
+
+def test_a_map_saved_by_the_list_of_keyframes_code_loads_and_saves_the_same_columns(tmp_path):
+    kf_map = KeyframeMap.create(DIM, "m")
+    kf_map.add(unit_rows(5), [Keyframe(s, 0.0) for s in ("day", "day", "night", "dusk", "day")])
+    kf_map.save(tmp_path / "map")
+    root = tmp_path / "map"
+    with open(root / "keyframes.npz", "wb") as handle:
+        np.savez(handle, **legacy_columns())
+    manifest = yaml.safe_load((root / "manifest.yaml").read_text())
+    manifest["files"]["keyframes.npz"] = {"bytes": (root / "keyframes.npz").stat().st_size,
+                                          "sha256": storage.sha256_of(root / "keyframes.npz")}
+    (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    loaded = KeyframeMap.load(root)
+    expected = with_ids(mixed_records())
+    no_size = dataclasses.replace(expected[2].features, image_size=(0, 0))
+    expected[2] = dataclasses.replace(expected[2], features=no_size)
+    assert loaded.records == expected
+    loaded.save(tmp_path / "again")
+    with np.load(tmp_path / "again" / "keyframes.npz", allow_pickle=False) as saved:
+        assert sorted(saved.files) == sorted(legacy_columns())
+        for name, column in legacy_columns().items():
+            assert saved[name].dtype == column.dtype, name
+            assert np.array_equal(saved[name], column, equal_nan=column.dtype.kind == "f"), name
 
 
 def test_fp16_index_scores_match_exact(tmp_path):

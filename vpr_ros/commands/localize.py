@@ -94,7 +94,7 @@ def run(args) -> int:
     check_model(args)
     embedder = load_embedder(args.model, backend=args.backend)
     kf_map = KeyframeMap.load(args.map, expected_fingerprint=embedder.fingerprint)
-    if config.verify and not any(kf.features is not None for kf in kf_map.records):
+    if config.verify and not kf_map.has_features():
         raise ValueError(f"the engine config asks for verification but map {args.map} has no local "
                          f"features; rebuild it with `vpr-ros build-map --verification orb`")
     engine = LocalizationEngine(kf_map, embedder, config)

@@ -5,19 +5,21 @@ On disk a map is a directory:
   sessions, and the size and SHA-256 of every other file (so truncation or corruption is caught);
 - `index.faiss`: the FAISS index (ids = keyframe ids);
 - `keyframes.npz`: the keyframe records as plain arrays (loaded with `allow_pickle=False`).
+
+In memory the records stay those columns (`KeyframeTable`, about 100 bytes per keyframe); a
+`Keyframe` is built only when one is asked for (`record(id)`).
 """
 import logging
 import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
 
 from vpr_ros.mapping.errors import MapFormatError, MapMismatchError
 from vpr_ros.mapping.index import IndexSpec, VectorIndex
-from vpr_ros.mapping.records import Keyframe, check_pose, records_from_arrays, records_to_arrays
+from vpr_ros.mapping.records import Keyframe, KeyframeTable
 from vpr_ros.mapping.storage import replace_directory, resolve_map_dir, sha256_of
 
 LOG = logging.getLogger(__name__)
@@ -51,11 +53,11 @@ class KeyframeMap:
     """Keyframe map of one model (identified by its fingerprint), any number of sessions."""
 
     def __init__(self, dim: int, fingerprint: str, index: VectorIndex,
-                 keyframes: Optional[List[Keyframe]] = None):
+                 records: Optional[KeyframeTable] = None):
         self.dim = int(dim)
         self.fingerprint = str(fingerprint)
         self._index = index
-        self._keyframes: List[Keyframe] = list(keyframes or [])
+        self._records = records if records is not None else KeyframeTable()
 
     @classmethod
     def create(cls, dim: int, fingerprint: str, index: str = "flat", *, nlist: int = IndexSpec.nlist,
@@ -74,16 +76,21 @@ class KeyframeMap:
         return cls(dim, fingerprint, VectorIndex(dim, spec, use_gpu=use_gpu))
 
     def __len__(self) -> int:
-        return len(self._keyframes)
+        return len(self._records)
 
     @property
-    def records(self) -> Sequence[Keyframe]:
-        """Keyframe records; `records[id]` is the keyframe with that id (ids are 0..N-1)."""
-        return tuple(self._keyframes)
+    def records(self) -> KeyframeTable:
+        """The keyframe records (live, not a copy; add keyframes with `add`): `records[id]` is the
+        keyframe with that id (ids are 0..N-1), slices give tuples of keyframes."""
+        return self._records
 
     def record(self, keyframe_id: int) -> Keyframe:
-        """The keyframe with `keyframe_id` (cheaper than `records[...]` on large maps)."""
-        return self._keyframes[keyframe_id]
+        """The keyframe with `keyframe_id`, built from the record columns."""
+        return self._records[keyframe_id]
+
+    def has_features(self) -> bool:
+        """Whether any keyframe has local features (needed for geometric verification)."""
+        return self._records.has_features()
 
     @property
     def index_spec(self) -> IndexSpec:
@@ -100,31 +107,17 @@ class KeyframeMap:
     @property
     def sessions(self) -> Dict[str, dict]:
         """Per session, in order of first appearance: keyframe count and condition tags."""
-        summary: Dict[str, dict] = OrderedDict()
-        for kf in self._keyframes:
-            entry = summary.setdefault(kf.session, {"keyframes": 0, "conditions": []})
-            entry["keyframes"] += 1
-            if kf.condition not in entry["conditions"]:
-                entry["conditions"].append(kf.condition)
-        return summary
+        return self._records.sessions()
 
     def add(self, descriptors: np.ndarray, records: Sequence[Keyframe]) -> np.ndarray:
         """Add (N, dim) L2-normalized descriptors with their N records; returns the new ids (N,)."""
         vectors = _as_descriptors(descriptors, self.dim)
         if len(records) != vectors.shape[0]:
             raise ValueError(f"got {vectors.shape[0]} descriptors but {len(records)} records")
-        first = len(self._keyframes)
+        first = len(self._records)
         ids = np.arange(first, first + len(records), dtype=np.int64)
-        added = []
-        for new_id, rec in zip(ids, records):
-            if not rec.session:
-                raise ValueError("every keyframe needs a session name")
-            if not np.isfinite(rec.stamp):
-                raise ValueError(f"keyframe stamp must be finite, got {rec.stamp}")
-            added.append(Keyframe(rec.session, float(rec.stamp), rec.frame_id, check_pose(rec.pose),
-                                  rec.condition, rec.thumbnail, rec.features, int(new_id)))
+        self._records.extend(records)   # checks every record first: a bad one adds nothing
         self._index.add(vectors, ids)
-        self._keyframes.extend(added)
         return ids
 
     def descriptors(self, keyframe_ids) -> np.ndarray:
@@ -181,7 +174,7 @@ class KeyframeMap:
         def write_files(staging: Path) -> None:
             self._index.write(str(staging / INDEX_FILE))
             with open(staging / RECORDS_FILE, "wb") as handle:
-                np.savez(handle, **records_to_arrays(self._keyframes, list(self.sessions)))
+                np.savez(handle, **self._records.columns())
             manifest["files"] = {name: {"bytes": (staging / name).stat().st_size,
                                         "sha256": sha256_of(staging / name)}
                                  for name in (INDEX_FILE, RECORDS_FILE)}
@@ -212,13 +205,13 @@ class KeyframeMap:
         index = VectorIndex.read(str(root / INDEX_FILE), manifest["dim"], spec, trained, use_gpu)
         sessions = [s["name"] for s in manifest["sessions"]]
         with np.load(root / RECORDS_FILE, allow_pickle=False) as data:
-            keyframes = records_from_arrays({name: data[name] for name in data.files}, sessions)
+            records = KeyframeTable.from_columns({name: data[name] for name in data.files}, sessions)
         counts = manifest["counts"]
-        if not counts["keyframes"] == counts["indexed"] == len(keyframes) == index.ntotal:
+        if not counts["keyframes"] == counts["indexed"] == len(records) == index.ntotal:
             raise MapFormatError(
-                f"map {directory} is inconsistent: manifest counts {counts}, {len(keyframes)} records, "
+                f"map {directory} is inconsistent: manifest counts {counts}, {len(records)} records, "
                 f"{index.ntotal} indexed descriptors")
-        return cls(manifest["dim"], manifest["fingerprint"], index, keyframes)
+        return cls(manifest["dim"], manifest["fingerprint"], index, records)
 
 
     @staticmethod

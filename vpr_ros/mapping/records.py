@@ -1,6 +1,15 @@
-"""Keyframe records and their columnar, pickle-free on-disk form (one `.npz` of plain arrays)."""
+"""Keyframe records: the `Keyframe` users build and read, and the `KeyframeTable` a map keeps them in.
+
+A map holds its records as numpy columns and builds a `Keyframe` only when one is asked for:
+at 1e6 keyframes the columns hold about 102 bytes per keyframe resident, `Keyframe` objects
+171 (492 with poses). The columns are the on-disk form too: one pickle-free `.npz` of plain arrays.
+"""
+import math
+import operator
+from collections import OrderedDict
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,8 +45,7 @@ class LocalFeatures:
 class Keyframe:
     """One keyframe of the map. `id` is assigned by the map when the keyframe is added.
 
-    Slotted: a map holds one per keyframe, and without a `__dict__` each costs roughly 30 %
-    less memory (`python bench/map_scaling.py` prints the RSS of a loaded map)."""
+    A map does not keep these: it holds columns (`KeyframeTable`) and builds one per `record(id)`."""
 
     session: str
     stamp: float
@@ -62,59 +70,45 @@ def check_pose(pose) -> Optional[Pose]:
     return tuple(float(v) for v in values)
 
 
-def _ragged(chunks: Sequence[np.ndarray], width: int, dtype) -> Tuple[np.ndarray, np.ndarray]:
-    """Concatenate variable-length row blocks; return (offsets (N+1,), rows (total, width))."""
-    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    blocks = [np.asarray(c, dtype=dtype).reshape(-1, width) for c in chunks if len(c)]
-    rows = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=dtype)
-    return offsets, rows
 
 
-def _feature_layout(keyframes: Sequence[Keyframe]) -> Tuple[int, np.dtype]:
-    """Descriptor width and dtype shared by every keyframe with features (0, uint8 when none)."""
-    layouts = {(f.descriptors.shape[1], f.descriptors.dtype.str)
-               for f in (k.features for k in keyframes) if f is not None and len(f)}
-    if len(layouts) > 1:
-        raise ValueError(f"keyframes mix local feature types {sorted(layouts)}; use one detector per map")
-    if not layouts:
-        return 0, np.dtype(np.uint8)
-    width, dtype = layouts.pop()
-    return width, np.dtype(dtype)
+class _Rows:
+    """A numpy array grown at the end with spare capacity (doubled when full), so appending one
+    row at a time is amortized O(1); the spare rows are never written, so they are not resident."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.size = len(data)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.data[:self.size]
+
+    def extend(self, rows: np.ndarray) -> None:
+        end = self.size + len(rows)
+        if end > len(self.data):
+            grown = np.empty((max(end, 2 * len(self.data), 16),) + self.data.shape[1:], self.data.dtype)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:end] = rows
+        self.size = end
 
 
-def records_to_arrays(keyframes: Sequence[Keyframe], sessions: Sequence[str]) -> Dict[str, np.ndarray]:
-    """Columns of plain arrays (no Python objects) describing `keyframes`, for `np.savez`."""
-    session_code = {name: i for i, name in enumerate(sessions)}
-    poses = np.full((len(keyframes), 7), np.nan, dtype=np.float64)
-    for row, kf in enumerate(keyframes):
-        if kf.pose is not None:
-            poses[row] = kf.pose
-    thumbs = [np.frombuffer(k.thumbnail or b"", dtype=np.uint8) for k in keyframes]
-    thumb_offsets, thumb_bytes = _ragged(thumbs, 1, np.uint8)
-    width, dtype = _feature_layout(keyframes)
-    feats = [k.features for k in keyframes]
-    empty = np.zeros((0, 2), np.float32)
-    kp_offsets, keypoints = _ragged([f.keypoints if f else empty for f in feats], 2, np.float32)
-    _, descriptors = _ragged(
-        [f.descriptors if f is not None and len(f) else np.zeros((0, width), dtype) for f in feats],
-        width, dtype)
-    return {
-        "id": np.array([k.id for k in keyframes], dtype=np.int64),
-        "session": np.array([session_code[k.session] for k in keyframes], dtype=np.int32),
-        "stamp": np.array([k.stamp for k in keyframes], dtype=np.float64),
-        "frame_id": np.array([k.frame_id for k in keyframes], dtype=np.str_),
-        "condition": np.array([k.condition for k in keyframes], dtype=np.str_),
-        "pose": poses,
-        "thumbnail_offsets": thumb_offsets,
-        "thumbnail_bytes": thumb_bytes.reshape(-1),
-        "has_features": np.array([f is not None for f in feats], dtype=bool),
-        "feature_image_size": np.array([f.image_size if f else (0, 0) for f in feats],
-                                       dtype=np.int32).reshape(-1, 2),
-        "feature_offsets": kp_offsets,
-        "feature_keypoints": keypoints,
-        "feature_descriptors": descriptors,
-    }
+class _Strings:
+    """The distinct strings of a column, each with its code (position in `values`)."""
+
+    def __init__(self, values: Iterable[str] = ()):
+        self.values: List[str] = [str(v) for v in values]
+        self._codes = {value: code for code, value in enumerate(self.values)}
+
+    def code(self, value: str) -> int:
+        code = self._codes.get(value)
+        if code is None:
+            code = self._codes[value] = len(self.values)
+            self.values.append(value)
+        return code
 
 
 REQUIRED_COLUMNS = (
@@ -124,49 +118,242 @@ REQUIRED_COLUMNS = (
 )
 
 
+def _corrupt(problem: str) -> MapFormatError:
+    return MapFormatError(f"keyframe records are corrupt: {problem}")
+
+
 def _check_offsets(name: str, offsets: np.ndarray, count: int, total: int) -> None:
     if offsets.shape != (count + 1,) or offsets[0] != 0 or offsets[-1] != total \
             or np.any(np.diff(offsets) < 0):
-        raise MapFormatError(f"keyframe records are corrupt: column {name!r} does not index its data")
+        raise _corrupt(f"column {name!r} does not index its data")
 
 
-def records_from_arrays(columns: Dict[str, np.ndarray], sessions: Sequence[str]) -> List[Keyframe]:
-    """Inverse of `records_to_arrays`; raises MapFormatError when columns are missing or disagree."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise MapFormatError(f"keyframe records are missing columns {missing}")
-    count = len(columns["id"])
-    for name in ("session", "stamp", "frame_id", "condition", "pose", "has_features",
-                 "feature_image_size"):
-        if len(columns[name]) != count:
-            raise MapFormatError(f"keyframe records are corrupt: column {name!r} has "
-                                 f"{len(columns[name])} rows, expected {count}")
-    if not np.array_equal(columns["id"], np.arange(count)):
-        raise MapFormatError("keyframe records are corrupt: ids are not 0..N-1 in order")
-    codes = columns["session"]
-    if count and (codes.min() < 0 or codes.max() >= len(sessions)):
-        raise MapFormatError("keyframe records name a session that the manifest does not list")
-    _check_offsets("thumbnail_offsets", columns["thumbnail_offsets"], count,
-                   len(columns["thumbnail_bytes"]))
-    _check_offsets("feature_offsets", columns["feature_offsets"], count,
-                   len(columns["feature_keypoints"]))
-    if len(columns["feature_descriptors"]) != len(columns["feature_keypoints"]):
-        raise MapFormatError("keyframe records are corrupt: feature keypoints and descriptors differ in count")
-    thumbs, feat_offsets = columns["thumbnail_offsets"], columns["feature_offsets"]
-    keyframes = []
-    for row in range(count):
-        pose = columns["pose"][row]
-        thumbnail = columns["thumbnail_bytes"][thumbs[row]:thumbs[row + 1]].tobytes()
+class KeyframeTable(SequenceABC):
+    """The keyframe records of a map as numpy columns; `table[i]` builds the `Keyframe` with id i.
+
+    Session, frame_id and condition are codes into small tables of distinct strings, a missing
+    pose is a row of NaN, thumbnails and local features are ragged (offsets into one array of
+    rows). `extend` appends in amortized O(1) per keyframe. `columns()` / `from_columns` are the
+    on-disk form, where session codes index the map's session list (`session_names`, in order of
+    first appearance).
+    """
+
+    def __init__(self) -> None:
+        self._sessions = _Strings()
+        self._frame_ids, self._conditions = _Strings(), _Strings()
+        self._session = _Rows(np.zeros(0, np.int32))
+        self._stamp = _Rows(np.zeros(0, np.float64))
+        self._pose = _Rows(np.zeros((0, 7), np.float64))
+        self._frame_id = _Rows(np.zeros(0, np.int32))
+        self._condition = _Rows(np.zeros(0, np.int32))
+        self._thumbnail_offsets = _Rows(np.zeros(1, np.int64))
+        self._thumbnail_bytes = _Rows(np.zeros(0, np.uint8))
+        self._has_features = _Rows(np.zeros(0, bool))
+        self._image_size = _Rows(np.zeros((0, 2), np.int32))
+        self._feature_offsets = _Rows(np.zeros(1, np.int64))
+        self._keypoints = _Rows(np.zeros((0, 2), np.float32))
+        self._descriptors = _Rows(np.zeros((0, 0), np.uint8))   # width and dtype set by the first features
+
+    def __len__(self) -> int:
+        return self._stamp.size
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return tuple(self[row] for row in range(*key.indices(len(self))))
+        row = operator.index(key)
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(f"keyframe id {key} is not in 0..{len(self) - 1}")
+        pose = self._pose.data[row].tolist()
+        lo, hi = self._thumbnail_offsets.data[row:row + 2]
         features = None
-        if columns["has_features"][row]:
-            lo, hi = feat_offsets[row], feat_offsets[row + 1]
-            width, height = (int(v) for v in columns["feature_image_size"][row])
-            features = LocalFeatures(columns["feature_keypoints"][lo:hi],
-                                     columns["feature_descriptors"][lo:hi], (width, height))
-        keyframes.append(Keyframe(
-            session=sessions[int(codes[row])], stamp=float(columns["stamp"][row]),
-            frame_id=str(columns["frame_id"][row]),
-            pose=None if np.isnan(pose).any() else tuple(float(v) for v in pose),
-            condition=str(columns["condition"][row]), thumbnail=thumbnail or None,
-            features=features, id=row))
-    return keyframes
+        if self._has_features.data[row]:
+            start, stop = self._feature_offsets.data[row:row + 2]
+            width, height = self._image_size.data[row].tolist()
+            features = LocalFeatures(self._keypoints.data[start:stop], self._descriptors.data[start:stop],
+                                     (width, height))
+        return Keyframe(
+            session=self._sessions.values[self._session.data[row]],
+            stamp=float(self._stamp.data[row]),
+            frame_id=self._frame_ids.values[self._frame_id.data[row]],
+            pose=None if any(map(math.isnan, pose)) else tuple(pose),
+            condition=self._conditions.values[self._condition.data[row]],
+            thumbnail=self._thumbnail_bytes.data[lo:hi].tobytes() or None,
+            features=features, id=row)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SequenceABC):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"KeyframeTable({len(self)} keyframes, {len(self._sessions.values)} sessions)"
+
+    @property
+    def session_names(self) -> List[str]:
+        """Session names in order of first appearance; `session_codes` index this list."""
+        return list(self._sessions.values)
+
+    @property
+    def session_codes(self) -> np.ndarray:
+        """(N,) int32 session of each keyframe, as a position in `session_names`."""
+        return _read_only(self._session.rows)
+
+    @property
+    def stamps(self) -> np.ndarray:
+        """(N,) float64 stamps (s)."""
+        return _read_only(self._stamp.rows)
+
+    @property
+    def poses(self) -> np.ndarray:
+        """(N, 7) float64 poses, NaN rows where a keyframe has none."""
+        return _read_only(self._pose.rows)
+
+    def has_features(self) -> bool:
+        """Whether any keyframe has local features (for geometric verification)."""
+        return bool(self._has_features.rows.any())
+
+    def sessions(self) -> Dict[str, dict]:
+        """Per session, in order of first appearance: keyframe count and condition tags."""
+        names, codes = self._sessions.values, self._session.rows
+        counts = np.bincount(codes, minlength=len(names))
+        summary: Dict[str, dict] = OrderedDict(
+            (name, {"keyframes": int(count), "conditions": []}) for name, count in zip(names, counts))
+        kinds = max(len(self._conditions.values), 1)
+        pairs, first = np.unique(codes.astype(np.int64) * kinds + self._condition.rows, return_index=True)
+        for pair in pairs[np.argsort(first)].tolist():
+            session, condition = divmod(pair, kinds)
+            summary[names[session]]["conditions"].append(self._conditions.values[condition])
+        return summary
+
+    def extend(self, keyframes: Sequence[Keyframe]) -> None:
+        """Append keyframes as ids len(self), len(self) + 1, ...; all are checked before any is
+        added (session name, finite stamp, `check_pose`, one local feature type per map)."""
+        checked = [_checked(kf) for kf in keyframes]
+        features = [kf.features for kf in checked]
+        filled = [f for f in features if f is not None and len(f)]
+        layouts = {(f.descriptors.shape[1], f.descriptors.dtype.str) for f in filled}
+        if self._descriptors.size:
+            layouts.add((self._descriptors.data.shape[1], self._descriptors.data.dtype.str))
+        if len(layouts) > 1:
+            raise ValueError(f"keyframes mix local feature types {sorted(layouts)}; use one detector per map")
+        if filled and not self._descriptors.size:
+            self._descriptors = _Rows(np.zeros((0,) + filled[0].descriptors.shape[1:],
+                                               filled[0].descriptors.dtype))
+        self._session.extend(np.array([self._sessions.code(kf.session) for kf in checked], np.int32))
+        self._stamp.extend(np.array([kf.stamp for kf in checked], np.float64))
+        self._frame_id.extend(np.array([self._frame_ids.code(kf.frame_id) for kf in checked], np.int32))
+        self._pose.extend(np.array([kf.pose or NO_POSE for kf in checked], np.float64).reshape(-1, 7))
+        self._condition.extend(np.array([self._conditions.code(kf.condition) for kf in checked], np.int32))
+        _extend_ragged(self._thumbnail_offsets, self._thumbnail_bytes,
+                       [np.frombuffer(kf.thumbnail or b"", np.uint8) for kf in checked])
+        self._has_features.extend(np.array([f is not None for f in features], bool))
+        self._image_size.extend(np.array([f.image_size if f is not None else (0, 0) for f in features],
+                                         np.int32).reshape(-1, 2))
+        _extend_ragged(self._feature_offsets, self._keypoints,
+                       [f.keypoints if f is not None else NO_KEYPOINTS for f in features])
+        if filled:
+            self._descriptors.extend(np.concatenate([f.descriptors for f in filled]))
+
+    def columns(self) -> Dict[str, np.ndarray]:
+        """The records as plain arrays (no Python objects), the columns of `keyframes.npz`."""
+        return {
+            "id": np.arange(len(self), dtype=np.int64),
+            "session": self._session.rows,
+            "stamp": self._stamp.rows,
+            "frame_id": np.array(self._frame_ids.values, dtype=np.str_)[self._frame_id.rows],
+            "condition": np.array(self._conditions.values, dtype=np.str_)[self._condition.rows],
+            "pose": self._pose.rows,
+            "thumbnail_offsets": self._thumbnail_offsets.rows,
+            "thumbnail_bytes": self._thumbnail_bytes.rows,
+            "has_features": self._has_features.rows,
+            "feature_image_size": self._image_size.rows,
+            "feature_offsets": self._feature_offsets.rows,
+            "feature_keypoints": self._keypoints.rows,
+            "feature_descriptors": self._descriptors.rows,
+        }
+
+    @classmethod
+    def from_columns(cls, columns: Dict[str, np.ndarray], sessions: Sequence[str]) -> "KeyframeTable":
+        """Inverse of `columns()` (session codes index `sessions`); raises MapFormatError when
+        columns are missing or disagree."""
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise MapFormatError(f"keyframe records are missing columns {missing}")
+        count = len(columns["id"])
+        shapes = {"session": (count,), "stamp": (count,), "frame_id": (count,), "condition": (count,),
+                  "pose": (count, 7), "has_features": (count,), "feature_image_size": (count, 2)}
+        for name, shape in shapes.items():
+            if columns[name].shape != shape:
+                raise _corrupt(f"column {name!r} has shape {columns[name].shape}, expected {shape}")
+        if not np.array_equal(columns["id"], np.arange(count)):
+            raise _corrupt("ids are not 0..N-1 in order")
+        codes = columns["session"]
+        if count and (codes.min() < 0 or codes.max() >= len(sessions)):
+            raise MapFormatError("keyframe records name a session that the manifest does not list")
+        _check_offsets("thumbnail_offsets", columns["thumbnail_offsets"], count,
+                       len(columns["thumbnail_bytes"]))
+        _check_offsets("feature_offsets", columns["feature_offsets"], count,
+                       len(columns["feature_keypoints"]))
+        if len(columns["feature_descriptors"]) != len(columns["feature_keypoints"]):
+            raise _corrupt("feature keypoints and descriptors differ in count")
+        table = cls()
+        table._sessions = _Strings(sessions)
+        table._frame_ids, table._frame_id = _coded(columns["frame_id"])
+        table._conditions, table._condition = _coded(columns["condition"])
+        table._session = _Rows(codes.astype(np.int32, copy=False))
+        table._stamp = _Rows(columns["stamp"].astype(np.float64, copy=False))
+        table._pose = _Rows(columns["pose"].astype(np.float64, copy=False))
+        table._thumbnail_offsets = _Rows(columns["thumbnail_offsets"].astype(np.int64, copy=False))
+        table._thumbnail_bytes = _Rows(columns["thumbnail_bytes"].astype(np.uint8, copy=False))
+        table._has_features = _Rows(columns["has_features"].astype(bool, copy=False))
+        table._image_size = _Rows(columns["feature_image_size"].astype(np.int32, copy=False))
+        table._feature_offsets = _Rows(columns["feature_offsets"].astype(np.int64, copy=False))
+        table._keypoints = _Rows(columns["feature_keypoints"].astype(np.float32, copy=False))
+        table._descriptors = _Rows(columns["feature_descriptors"])
+        return table
+
+
+NO_POSE = (np.nan,) * 7
+NO_KEYPOINTS = np.zeros((0, 2), np.float32)
+
+
+def _coded(column: np.ndarray) -> Tuple[_Strings, _Rows]:
+    """The distinct strings of a string column and its codes into them."""
+    values, codes = np.unique(column, return_inverse=True)
+    return _Strings(values.tolist()), _Rows(codes.reshape(-1).astype(np.int32))
+
+
+def _read_only(rows: np.ndarray) -> np.ndarray:
+    rows.flags.writeable = False
+    return rows
+
+
+def _checked(kf: Keyframe) -> Keyframe:
+    """`kf` with its fields as the table stores them, or ValueError naming what is wrong."""
+    if not kf.session:
+        raise ValueError("every keyframe needs a session name")
+    if not np.isfinite(kf.stamp):
+        raise ValueError(f"keyframe stamp must be finite, got {kf.stamp}")
+    features = kf.features
+    if features is not None:
+        keypoints = np.asarray(features.keypoints, np.float32).reshape(-1, 2)
+        descriptors = np.asarray(features.descriptors)
+        if len(keypoints) and (descriptors.ndim != 2 or len(descriptors) != len(keypoints)):
+            raise ValueError(f"local features need one descriptor row per keypoint, got {len(keypoints)} "
+                             f"keypoints and descriptors of shape {descriptors.shape}")
+        features = LocalFeatures(keypoints, descriptors, tuple(int(v) for v in features.image_size))
+    return Keyframe(str(kf.session), float(kf.stamp), str(kf.frame_id), check_pose(kf.pose),
+                    str(kf.condition), kf.thumbnail, features)
+
+
+def _extend_ragged(offsets: _Rows, rows: _Rows, chunks: List[np.ndarray]) -> None:
+    """Append one block of rows per keyframe (possibly empty) and the offset where each ends."""
+    end = offsets.data[offsets.size - 1]
+    offsets.extend(end + np.cumsum([len(c) for c in chunks], dtype=np.int64))
+    filled = [c for c in chunks if len(c)]
+    if filled:
+        rows.extend(np.concatenate(filled))
