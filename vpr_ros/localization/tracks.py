@@ -22,13 +22,13 @@ class Track:
         self.distance = np.zeros(0)
         self.spacing = {STEP_TIME: 0.0, STEP_DISTANCE: 0.0}
 
-    def extend(self, ids: np.ndarray, stamps: np.ndarray, poses) -> None:
-        """Add keyframes (any stamp order) and recompute coordinates and median spacing."""
+    def extend(self, ids: np.ndarray, stamps: np.ndarray, poses: np.ndarray) -> None:
+        """Add keyframes (any stamp order; `poses` (n, 7), NaN rows for none) and recompute
+        coordinates and median spacing."""
         self.ids = np.concatenate([self.ids, ids])
         self.stamps = np.concatenate([self.stamps, stamps])
-        self.has_distance = self.has_distance and all(p is not None for p in poses)
-        xyz = np.array([p[:3] if p is not None else (np.nan,) * 3 for p in poses]).reshape(-1, 3)
-        self.xyz = np.concatenate([self.xyz, xyz])
+        self.has_distance = self.has_distance and not np.isnan(poses).any()
+        self.xyz = np.concatenate([self.xyz, poses[:, :3]])
         order = np.argsort(self.stamps, kind="stable")
         self.ids, self.stamps, self.xyz = self.ids[order], self.stamps[order], self.xyz[order]
         if self.has_distance:
@@ -60,24 +60,26 @@ class SessionTracks:
         return self._tracks[session]
 
     def sync(self) -> None:
-        """Take in keyframes added to the map since the last call."""
+        """Take in keyframes added to the map since the last call, read from the record columns
+        (building a `Keyframe` per record would take seconds on a map of 1e6)."""
         size = len(self.map)
         if size == self._synced:
             return
-        records = [self.map.record(k) for k in range(self._synced, size)]
-        grow = np.zeros(len(records), np.int64)
+        records, new = self.map.records, slice(self._synced, size)
+        codes, stamps, poses = records.session_codes[new], records.stamps[new], records.poses[new]
+        names = records.session_names
+        grow = np.zeros(size - self._synced, np.int64)
         self.session_of = np.concatenate([self.session_of, grow])
         self.position_of = np.concatenate([self.position_of, grow])
-        by_session: Dict[str, list] = {}
-        for record in records:
-            by_session.setdefault(record.session, []).append(record)
-        for name, group in by_session.items():
+        present, first = np.unique(codes, return_index=True)
+        for code in present[np.argsort(first)]:
+            name = names[code]
             if name not in self._names:
                 self._names[name] = len(self._tracks)
                 self._tracks.append(Track())
             track = self._tracks[self._names[name]]
-            track.extend(np.array([r.id for r in group], np.int64),
-                         np.array([r.stamp for r in group], np.float64), [r.pose for r in group])
+            rows = np.flatnonzero(codes == code)
+            track.extend(rows + self._synced, stamps[rows], poses[rows])
             self.session_of[track.ids] = self._names[name]
             self.position_of[track.ids] = np.arange(len(track.ids))
         self._synced = size
