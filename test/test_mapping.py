@@ -350,7 +350,11 @@ def test_sq8_index_needs_no_training_round_trips_and_refuses_out_of_range(tmp_pa
     spike = np.zeros((1, 256), np.float32)
     spike[0, 0] = 1.0
     with pytest.raises(ValueError, match="beyond the sq8 range.*--index fp16"):
-        loaded.add(spike, [Keyframe("day", 0.0)])
+        loaded.add(spike, [Keyframe("night", 0.0, thumbnail=b"jpeg")])
+    assert len(loaded) == 300 and list(loaded.sessions) == ["day"]     # nothing half-added
+    loaded.add(vectors[:1], [Keyframe("day", 1.0)])
+    loaded.save(tmp_path / "map")
+    assert KeyframeMap.load(tmp_path / "map").record(300).thumbnail is None
 
 
 def test_auto_map_keeps_fp16_when_a_descriptor_leaves_the_sq8_range(tmp_path):

@@ -117,7 +117,11 @@ class KeyframeMap:
         first = len(self._records)
         ids = np.arange(first, first + len(records), dtype=np.int64)
         self._records.extend(records)   # checks every record first: a bad one adds nothing
-        self._index.add(vectors, ids)
+        try:
+            self._index.add(vectors, ids)
+        except BaseException:
+            self._records.truncate(first)  # descriptors the index refuses leave no records behind
+            raise
         return ids
 
     def descriptors(self, keyframe_ids) -> np.ndarray:

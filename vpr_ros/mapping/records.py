@@ -70,8 +70,6 @@ def check_pose(pose) -> Optional[Pose]:
     return tuple(float(v) for v in values)
 
 
-
-
 class _Rows:
     """A numpy array grown at the end with spare capacity (doubled when full), so appending one
     row at a time is amortized O(1); the spare rows are never written, so they are not resident."""
@@ -102,6 +100,13 @@ class _Strings:
     def __init__(self, values: Iterable[str] = ()):
         self.values: List[str] = [str(v) for v in values]
         self._codes = {value: code for code, value in enumerate(self.values)}
+
+    def keep_used(self, codes: np.ndarray) -> None:
+        """Forget the strings after the highest of `codes` (codes are given in order of first use)."""
+        used = int(codes.max()) + 1 if len(codes) else 0
+        for value in self.values[used:]:
+            del self._codes[value]
+        del self.values[used:]
 
     def code(self, value: str) -> int:
         code = self._codes.get(value)
@@ -257,6 +262,20 @@ class KeyframeTable(SequenceABC):
                        [f.keypoints if f is not None else NO_KEYPOINTS for f in features])
         if filled:
             self._descriptors.extend(np.concatenate([f.descriptors for f in filled]))
+
+    def truncate(self, count: int) -> None:
+        """Keep the first `count` keyframes (undoes an `extend` whose descriptors the index refused)."""
+        for column in (self._session, self._stamp, self._pose, self._frame_id, self._condition,
+                       self._has_features, self._image_size):
+            column.size = count
+        for strings, codes in ((self._sessions, self._session), (self._frame_ids, self._frame_id),
+                               (self._conditions, self._condition)):
+            strings.keep_used(codes.rows)
+        for offsets, rows in ((self._thumbnail_offsets, self._thumbnail_bytes),
+                              (self._feature_offsets, self._keypoints)):
+            offsets.size = count + 1
+            rows.size = int(offsets.data[count])
+        self._descriptors.size = self._keypoints.size
 
     def columns(self) -> Dict[str, np.ndarray]:
         """The records as plain arrays (no Python objects), the columns of `keyframes.npz`."""
