@@ -441,7 +441,7 @@ def test_crash_while_writing_keeps_the_old_map(day_map, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np, "savez_compressed", crash)
     with pytest.raises(OSError, match="simulated"):
         day_map.save(tmp_path / "map")
     assert len(KeyframeMap.load(tmp_path / "map")) == 40
