@@ -32,6 +32,8 @@ keyframe returned, evidence) so that a miss can be told from a near miss.
 
     python bench/descriptor_size.py                 # datasets from $VPR_ROS_DATASETS
     python bench/descriptor_size.py --out out/bench_descriptor_size
+    python bench/descriptor_size.py --seeds 5      # + the default's and the uncompressed model's
+                                                   #   test figures over k-means seeds 0-4
 
 Writes `descriptor_size.csv` and `descriptor_size.png` into --out.
 """
@@ -114,6 +116,9 @@ def parse_args(argv=None):
     parser.add_argument("--datasets", type=Path,
                         default=Path(os.environ.get("VPR_ROS_DATASETS", "../shared/datasets")))
     parser.add_argument("--sequence-length", type=int, default=EngineConfig().sequence_length)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="also report the test figures of the default and the uncompressed "
+                             "model for this many k-means seeds (1: seed 0 only)")
     parser.add_argument("--out", type=Path, default=Path("out/bench_descriptor_size"))
     return parser.parse_args(argv)
 
@@ -121,8 +126,10 @@ def parse_args(argv=None):
 class Model:
     """One variant fitted on one pair's db images: features → descriptor (before storage)."""
 
-    def __init__(self, variant: Variant, features: Dict[Path, torch.Tensor], db: List[Path]):
-        sample = sample_rows(features[p].flatten(1).T.numpy() for p in clustering_sample(db))
+    def __init__(self, variant: Variant, features: Dict[Path, torch.Tensor], db: List[Path],
+                 seed: int = 0):
+        sample = sample_rows((features[p].flatten(1).T.numpy() for p in clustering_sample(db)),
+                             seed=seed)
         self.reduce = None
         if variant.local_dim:
             mean, projection = fit_local_pca(sample, variant.local_dim)
@@ -130,7 +137,7 @@ class Model:
             set_projection(self.reduce, mean, projection)
             sample = project(sample, mean, projection)
         self.netvlad = NetVLAD(variant.clusters, sample.shape[1])
-        self.netvlad.init_from_features(sample)
+        self.netvlad.init_from_features(sample, seed=seed)
         self.features = features
         self.global_map: Optional[Callable] = None
         if variant.global_pca:
@@ -182,12 +189,13 @@ def stored(kind: str, vectors: np.ndarray) -> np.ndarray:
 
 
 def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path],
-             length: int) -> Dict:
-    """Validation single R@1 per pair; test single and sequence R@1 / R@100P per Gardens Point pair."""
+             length: int, seed: int = 0) -> Dict:
+    """Validation single R@1 per pair; test single and sequence R@1 / R@100P per Gardens Point
+    pair; `seed` draws the sample of local features and the k-means start."""
     row = {"variant": variant.name, "storage": variant.storage, "bytes": variant.bytes(208),
            "dim": variant.dim(208)}
     for pair in pairs:
-        model = Model(variant, features, pair.db)
+        model = Model(variant, features, pair.db, seed)
         train = model(map_side) if variant.storage.startswith("pq") else model(pair.db)
         db = codec(variant.storage, train)(model(pair.db))
         queries = unit(model(pair.queries))
@@ -202,8 +210,27 @@ def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path]
                     f"{pair.name} R@100P": single["recall_at_100p"]})
         row.update({f"{pair.name} {k}": v
                     for k, v in sequence_decisions(db, queries, pair.positives, length).items()})
-    row["val mean R@1"] = float(np.mean([row[f"val {p.name}"] for p in pairs if p.validation]))
+    validation = [row[f"val {p.name}"] for p in pairs if p.validation]
+    row["val mean R@1"] = float(np.mean(validation)) if validation else float("nan")
     return row
+
+
+def seed_spread(rows: List[Dict], chosen: Dict, features, pairs: List[Pair], map_side: List[Path],
+                length: int, seeds: int) -> None:
+    """Test figures of the default and of the uncompressed first variant for k-means seeds
+    0..seeds-1 (seed 0 is the main table's): how much of a gap between them is the seed's.
+    Reported only; nothing is chosen on it."""
+    test = [p for p in pairs if not p.validation]
+    print(f"\nSeed spread (test, k-means seeds 0-{seeds - 1}): single R@1 / sequence R@100P per seed")
+    for variant, seed0 in ((VARIANTS[0], rows[0]), (VARIANTS[rows.index(chosen)], chosen)):
+        runs = [seed0] + [evaluate(variant, features, test, map_side, length, seed)
+                          for seed in tqdm(range(1, seeds), desc=f"seeds {variant.name}", leave=False)]
+        for pair in test:
+            single = [r[f"{pair.name} R@1"] for r in runs]
+            sequence = [r[f"{pair.name} seq R@100P"] for r in runs]
+            print(f"  {variant.name} {variant.storage}, {pair.name}: "
+                  + "  ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(single, sequence))
+                  + f"   mean {np.mean(single):.3f} / {np.mean(sequence):.3f}")
 
 
 def sequence_decisions(db: np.ndarray, queries: np.ndarray, positives, length: int) -> Dict:
@@ -295,6 +322,8 @@ def main(argv=None) -> int:
             for v in tqdm(VARIANTS, desc="variants", unit="variant")]
     chosen = choose(rows)
     print_table(rows, pairs, chosen)
+    if args.seeds > 1:
+        seed_spread(rows, chosen, features, pairs, map_side, args.sequence_length, args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "descriptor_size.csv")
     plot(rows, pairs, chosen, args.out / "descriptor_size.png")
