@@ -320,10 +320,9 @@ class SequenceMatcher:
         """`ranked` with the end nearest the weighted mean position of the top's neighbours first."""
         if len(ranked) < 2:
             return ranked
-        top = self.map.record(ranked[0].keyframe_id)
-        near = [i for i, h in enumerate(ranked)
-                if not self._elsewhere(top, self.map.record(h.keyframe_id), step)]
-        track = self.tracks.track(self.tracks.session_of[top.id])
+        top = ranked[0].keyframe_id
+        near = np.flatnonzero(~self._elsewhere(top, [h.keyframe_id for h in ranked], step)).tolist()
+        track = self.tracks.track(self.tracks.session_of[top])
         coords = track.coordinates(_track_step(step, track))
         ids = np.array([ranked[i].keyframe_id for i in near])
         where = coords[self.tracks.position_of[ids]]
@@ -363,19 +362,25 @@ class SequenceMatcher:
         """Top score minus that of the best hypothesis ending elsewhere, or of the unseen bound."""
         if not ranked:
             return float("-inf")
-        best = self.map.record(ranked[0].keyframe_id)
-        for rival in ranked[1:]:
-            if self._elsewhere(best, self.map.record(rival.keyframe_id), step):
-                return ranked[0].score - rival.score
+        elsewhere = np.flatnonzero(self._elsewhere(ranked[0].keyframe_id,
+                                                   [h.keyframe_id for h in ranked[1:]], step))
+        if len(elsewhere):
+            return ranked[0].score - ranked[1 + int(elsewhere[0])].score
         return ranked[0].score - float(np.mean([f.floor for f in self._frames]))
 
-    def _elsewhere(self, a, b, step: str) -> bool:
-        if a.session != b.session:
-            return True
-        if step == STEP_DISTANCE and a.pose is not None and b.pose is not None:
-            apart = float(np.linalg.norm(np.subtract(a.pose[:3], b.pose[:3])))
-            return apart > self.settings.rival_window_m
-        return abs(a.stamp - b.stamp) > self.settings.rival_window_s
+    def _elsewhere(self, keyframe_id: int, others, step: str) -> np.ndarray:
+        """(len(others),) bool: which keyframes lie outside the rival window of `keyframe_id`
+        (another session, or beyond the window in metres when both have poses and the step is
+        distance, in seconds otherwise); read from the record columns, not per-record objects."""
+        records, others = self.map.records, np.asarray(others, dtype=np.int64)
+        sessions, stamps, poses = records.session_codes, records.stamps, records.poses
+        apart_s = np.abs(stamps[others] - stamps[keyframe_id]) > self.settings.rival_window_s
+        if step == STEP_DISTANCE:
+            delta = poses[others, :3] - poses[keyframe_id, :3]
+            metric = ~np.isnan(delta).any(axis=1)
+            apart_m = np.linalg.norm(np.where(metric[:, None], delta, 0.0), axis=1)
+            apart_s = np.where(metric, apart_m > self.settings.rival_window_m, apart_s)
+        return (sessions[others] != sessions[keyframe_id]) | apart_s
 
 
 def _track_step(step: str, track) -> str:
