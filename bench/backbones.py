@@ -59,13 +59,16 @@ METRICS = ("R@1", "R@5", "R@100P")
 
 @dataclass
 class Pair:
-    """A db/query pair of image lists with its ground truth; `validation` pairs choose."""
+    """A db/query pair of image lists with its ground truth; `validation` pairs choose.
+    `stream`: the whole run the queries are taken from, in order, when they skip some of its
+    frames (Nordland's dark ones): sequence matching streams it and scores the queries."""
 
     name: str
     db: List[Path]
     queries: List[Path]
     positives: List[Set[int]]
     validation: bool
+    stream: Optional[List[Path]] = None
 
 
 def make_pairs(datasets: Path) -> List[Pair]:
@@ -87,7 +90,7 @@ def make_pairs(datasets: Path) -> List[Pair]:
     positives = positives_by_tolerance(len(rows), len(rows), 1)
     pairs.insert(2, Pair("Nordland S→W", [nordland / r["summer"] for r in rows],
                          [nordland / rows[i]["winter"] for i in lit],
-                         [positives[i] for i in lit], True))
+                         [positives[i] for i in lit], True, [nordland / r["winter"] for r in rows]))
     return pairs
 
 

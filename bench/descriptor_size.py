@@ -18,12 +18,17 @@ queries:
   decoded and renormalized.
 
 Validation (the choice): Gardens Point places 0-99 (day_right and day_left → night_right, ±2)
-and Nordland summer → winter (±1, dark/tunnel frames not queried), single-image R@1; the lowest
-Gardens Point validation sequence R@100P over the variants is printed too (whether validation
-could choose on it). Rule: the highest mean validation R@1 among variants of at most 2048 bytes
-per keyframe whose storage needs nothing fitted on the map (float32, fp16, sq8): a map grows a
-keyframe at a time, and PQ codes need thousands of its keyframes first (they are the large-map
-index, bench/map_scaling.py).
+and Nordland summer → winter (±1, dark/tunnel frames not queried), single-image R@1 and
+sequence R@100P (engine defaults). Nordland is the one validation drive that sequences do not
+saturate (Gardens Point 0-99 gives 1.000 for every variant): all 1000 winter frames are streamed
+in order, dark ones included, as a train sees them, and the lit ones are scored. Rule: the
+issue's tolerances, applied on validation. A variant's shortfall is the worst, over the
+validation pairs, of how far it falls below the uncompressed model (first row) minus 0.03 in
+single-image R@1 or minus 0.02 in sequence R@100P (<= 0: within every tolerance). Among variants
+of at most 2048 bytes per keyframe whose storage needs nothing fitted on the map (float32,
+fp16, sq8; a map grows a keyframe at a time, and PQ codes need thousands of its keyframes
+first: they are the large-map index, bench/map_scaling.py), the smallest shortfall wins, then
+the highest mean validation R@1, then the fewest bytes.
 Test (reported once): all 200 places of both Gardens Point pairs, single image (cosine) and
 sequence matching (engine defaults, L = 20, `vpr-ros eval --sequence-length`'s code): R@1 and
 R@100P over every threshold, and at the engine's own threshold (`sequence_threshold`) the share
@@ -66,6 +71,7 @@ from vpr_ros.model.local_pca import fit_local_pca, project, set_projection  # no
 from vpr_ros.model.netvlad import NetVLAD  # noqa: E402
 
 BUDGET_BYTES = 2048
+SINGLE_TOLERANCE, SEQUENCE_TOLERANCE = 0.03, 0.02
 GLOBAL_DIM = 64
 
 
@@ -190,8 +196,8 @@ def stored(kind: str, vectors: np.ndarray) -> np.ndarray:
 
 def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path],
              length: int, seed: int = 0) -> Dict:
-    """Validation single R@1 per pair; test single and sequence R@1 / R@100P per Gardens Point
-    pair; `seed` draws the sample of local features and the k-means start."""
+    """Validation single R@1 and sequence R@100P per pair; test single and sequence R@1 / R@100P
+    per Gardens Point pair; `seed` draws the sample of local features and the k-means start."""
     row = {"variant": variant.name, "storage": variant.storage, "bytes": variant.bytes(208),
            "dim": variant.dim(208)}
     for pair in pairs:
@@ -201,9 +207,11 @@ def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path]
         queries = unit(model(pair.queries))
         if pair.validation:
             row[f"val {pair.name}"] = score_retrieval(db, queries, pair.positives)["recall"]["1"]
-            if pair.name.startswith("GP"):                  # a drive; Nordland's lit frames are not
-                row[f"val {pair.name} seq R@100P"] = sequence_decisions(
-                    db, queries, pair.positives, length)["seq R@100P"]
+            stream = pair.stream or pair.queries
+            position = {path: i for i, path in enumerate(stream)}
+            row[f"val {pair.name} seq R@100P"] = sequence_decisions(
+                db, unit(model(stream)), pair.positives, length,
+                [position[q] for q in pair.queries])["seq R@100P"]
             continue
         single = score_retrieval(db, queries, pair.positives)
         row.update({f"{pair.name} R@1": single["recall"]["1"],
@@ -233,11 +241,15 @@ def seed_spread(rows: List[Dict], chosen: Dict, features, pairs: List[Pair], map
                   + f"   mean {np.mean(single):.3f} / {np.mean(sequence):.3f}")
 
 
-def sequence_decisions(db: np.ndarray, queries: np.ndarray, positives, length: int) -> Dict:
+def sequence_decisions(db: np.ndarray, queries: np.ndarray, positives, length: int,
+                       scored: Optional[List[int]] = None) -> Dict:
     """Sequence R@1, R@100P, and at the engine's threshold the accepted share and wrong count,
-    plus the wrong top-1s as "query→keyframe (evidence)"."""
+    plus the wrong top-1s as "query→keyframe (evidence)". `queries` are streamed in order;
+    `scored` (default: all) are the positions that `positives` describe and the figures count."""
     config = EngineConfig(sequence_length=length)
     evidence, ranked = sequence_ranking(db, queries, config.sequence_settings(), config.top_k)
+    if scored is not None:
+        evidence, ranked = evidence[scored], ranked[scored]
     metrics = ranking_metrics(ranked, evidence, positives)
     accepted = evidence >= config.sequence_threshold
     wrong = np.flatnonzero(~metrics["_correct"])
@@ -247,23 +259,35 @@ def sequence_decisions(db: np.ndarray, queries: np.ndarray, positives, length: i
             "seq wrong": " ".join(f"{q}→{ranked[q, 0]} ({evidence[q]:.2f})" for q in wrong)}
 
 
-def choose(rows: List[Dict]) -> Dict:
-    """The rule of the module docstring."""
+def shortfall(row: Dict, reference: Dict, pairs: List[Pair]) -> float:
+    """How far `row` falls outside the issue's tolerances around the uncompressed `reference` on
+    validation: the worst, over the validation pairs, of reference − tolerance − row for
+    single-image R@1 (tolerance 0.03) and sequence R@100P (0.02); <= 0: within all of them."""
+    return max(max(reference[key] - tolerance - row[key] for key, tolerance in (
+        (f"val {p.name}", SINGLE_TOLERANCE), (f"val {p.name} seq R@100P", SEQUENCE_TOLERANCE)))
+        for p in pairs if p.validation)
+
+
+def choose(rows: List[Dict], pairs: List[Pair]) -> Dict:
+    """The rule of the module docstring; rows[0] is the uncompressed reference."""
     eligible = [r for r, v in zip(rows, VARIANTS) if r["bytes"] <= BUDGET_BYTES and not v.fitted_storage]
-    return max(eligible, key=lambda r: (round(r["val mean R@1"], 3), -r["bytes"]))
+    return min(eligible, key=lambda r: (round(max(shortfall(r, rows[0], pairs), 0.0), 3),
+                                        -round(r["val mean R@1"], 3), r["bytes"]))
 
 
 def print_table(rows: List[Dict], pairs: List[Pair], chosen: Dict) -> None:
     val = [p.name for p in pairs if p.validation]
     test = [p.name for p in pairs if not p.validation]
-    print("\nValidation (chooses): single-image R@1; test (all 200 places): R@1 / R@100P, "
-          "single image | sequence | sequence at the engine threshold: accepted share, wrong")
+    print("\nValidation (chooses): single-image R@1 / sequence R@100P, and the shortfall beyond the "
+          "tolerances around the first row; test (all 200 places): R@1 / R@100P, single image | "
+          "sequence | sequence at the engine threshold: accepted share, wrong")
     print(f"{'variant':<34}{'storage':>8}{'bytes':>7}" + "".join(f"{n:>15}" for n in val)
-          + f"{'mean':>7}" + "".join(f"{n:>40}" for n in test))
+          + f"{'mean':>7}{'short':>7}" + "".join(f"{n:>40}" for n in test))
     for row in rows:
         mark = " *" if row is chosen else ""
         print(f"{row['variant'] + mark:<34}{row['storage']:>8}{row['bytes']:>7}"
-              + "".join(f"{row[f'val {n}']:>15.3f}" for n in val) + f"{row['val mean R@1']:>7.3f}"
+              + "".join(f"{row[f'val {n}']:>9.3f}/{row[f'val {n} seq R@100P']:.3f}" for n in val)
+              + f"{row['val mean R@1']:>7.3f}{shortfall(row, rows[0], pairs):>7.3f}"
               + "".join(f"{row[f'{n} R@1']:>9.3f} /{row[f'{n} R@100P']:.3f} |{row[f'{n} seq R@1']:.3f} "
                         f"/{row[f'{n} seq R@100P']:.3f} |{row[f'{n} seq accepted']:.3f} "
                         f"{row[f'{n} seq accepted wrong']:>2}" for n in test))
@@ -272,11 +296,8 @@ def print_table(rows: List[Dict], pairs: List[Pair], chosen: Dict) -> None:
             if row[f"{n} seq wrong"]:
                 print(f"  {row['variant']} {row['storage']}, {n}: wrong sequence top-1 "
                       f"query→keyframe (evidence): {row[f'{n} seq wrong']}")
-    for n in (p.name for p in pairs if p.validation and p.name.startswith("GP")):
-        low = min(row[f"val {n} seq R@100P"] for row in rows)
-        print(f"validation {n}: sequence R@100P of every variant >= {low:.3f}")
     print(f"* chosen: {chosen['variant']}, {chosen['storage']}, {chosen['bytes']} bytes per keyframe "
-          f"(highest mean validation R@1 within {BUDGET_BYTES} bytes, storage fitted on nothing)")
+          f"(smallest validation shortfall within {BUDGET_BYTES} bytes, storage fitted on nothing)")
 
 
 def plot(rows: List[Dict], pairs: List[Pair], chosen: Dict, path: Path) -> None:
@@ -313,14 +334,14 @@ def main(argv=None) -> int:
     gp = args.datasets / "gardens_point"
     map_side = (list_images(gp / "day_right") + list_images(gp / "day_left")
                 + [p for p in pairs if p.name.startswith("Nordland")][0].db)
-    paths = list(dict.fromkeys(map_side + [q for p in pairs for q in p.queries]))
+    paths = list(dict.fromkeys(map_side + [q for p in pairs for q in p.queries + (p.stream or [])]))
     config = ModelConfig()
     features = block_features(config.backbone, [config.backbone_kwargs["feature_block"]], paths,
                               config.image_long_side, "backbone features")
     features = next(iter(features.values()))
     rows = [evaluate(v, features, pairs, map_side, args.sequence_length)
             for v in tqdm(VARIANTS, desc="variants", unit="variant")]
-    chosen = choose(rows)
+    chosen = choose(rows, pairs)
     print_table(rows, pairs, chosen)
     if args.seeds > 1:
         seed_spread(rows, chosen, features, pairs, map_side, args.sequence_length, args.seeds)

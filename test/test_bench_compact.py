@@ -19,15 +19,33 @@ def benches():
     sys.path.remove(str(BENCH))
 
 
-def test_the_rule_takes_the_best_validation_within_2_kb_and_no_map_fitted_storage(benches):
+def _validation_rows(ds, single: float, sequence: float):
+    pairs = [ds.Pair("A", [], [], [], True), ds.Pair("B", [], [], [], True), ds.Pair("T", [], [], [], False)]
+    rows = [{"variant": v.name, "storage": v.storage, "bytes": v.bytes(208), "val mean R@1": single,
+             "val A": single, "val B": single, "val A seq R@100P": sequence,
+             "val B seq R@100P": sequence} for v in ds.VARIANTS]
+    return pairs, rows, {(v.name, v.storage): i for i, v in enumerate(ds.VARIANTS)}
+
+
+def test_the_shortfall_is_the_worst_excess_beyond_the_issue_tolerances(benches):
     ds, _ = benches
-    rows = [{"variant": v.name, "storage": v.storage, "bytes": v.bytes(208),
-             "val mean R@1": 0.5} for v in ds.VARIANTS]
-    index = {(v.name, v.storage): i for i, v in enumerate(ds.VARIANTS)}
-    rows[index[("208 ch, K=64 (previous default)", "float32")]]["val mean R@1"] = 0.9   # too big
-    rows[index[("local PCA 64, K=32", "pq64")]]["val mean R@1"] = 0.8                    # PQ
-    rows[index[("local PCA 64, K=32", "sq8")]]["val mean R@1"] = 0.7
-    chosen = ds.choose(rows)
+    pairs, rows, _ = _validation_rows(ds, 0.9, 1.0)
+    row = dict(rows[1], **{"val A": 0.88, "val B seq R@100P": 0.95})
+    assert ds.shortfall(row, rows[0], pairs) == pytest.approx(0.03)          # 1.0 - 0.02 - 0.95
+    assert ds.shortfall(dict(rows[1], **{"val A": 0.88}), rows[0], pairs) == pytest.approx(-0.01)
+
+
+def test_the_rule_takes_the_smallest_validation_shortfall_within_2_kb_and_no_map_fitted_storage(benches):
+    ds, _ = benches
+    pairs, rows, index = _validation_rows(ds, 0.5, 0.5)
+    rows[0].update({"val A": 0.9, "val B": 0.9, "val A seq R@100P": 1.0, "val B seq R@100P": 1.0})
+    for key, values in (((("local PCA 64, K=32", "pq64")), (0.9, 1.0, 0.9)),         # PQ: fitted
+                        ((("local PCA 64, K=32", "sq8")), (0.86, 0.97, 0.86)),       # short 0.01
+                        ((("local PCA 32, K=32", "sq8")), (0.9, 0.9, 0.95))):        # short 0.08
+        single, sequence, mean = values
+        rows[index[key]].update({"val A": single, "val B": single, "val A seq R@100P": sequence,
+                                 "val B seq R@100P": sequence, "val mean R@1": mean})
+    chosen = ds.choose(rows, pairs)
     assert (chosen["variant"], chosen["storage"], chosen["bytes"]) == ("local PCA 64, K=32", "sq8", 2048)
 
 
