@@ -26,7 +26,8 @@ class ModelConfig:
     backbone_kwargs: dict = field(default_factory=lambda: {"feature_block": 16})
     # 1×1 conv before NetVLAD: PCA of the local features when fitted off the shelf, learned in
     # training. 208 → 64 channels with K = 32 gives 2048-D, 2 KB per keyframe in a sq8 map, the
-    # best mean validation R@1 at ≤ 2 KB (bench/descriptor_size.py); None keeps every channel.
+    # 2 KB variant closest to the uncompressed model on validation, single image and sequences
+    # (bench/descriptor_size.py); None keeps every channel.
     reduce_dim: Optional[int] = 64
     num_clusters: int = 32
     whitening_dim: Optional[int] = None         # set once PCA-whitening is fitted
