@@ -38,7 +38,7 @@ keyframe returned, evidence) so that a miss can be told from a near miss.
     python bench/descriptor_size.py                 # datasets from $VPR_ROS_DATASETS
     python bench/descriptor_size.py --out out/bench_descriptor_size
     python bench/descriptor_size.py --seeds 5      # + the default's and the uncompressed model's
-                                                   #   test figures over k-means seeds 0-4
+                                                   #   figures over k-means seeds 0-4
 
 Writes `descriptor_size.csv` and `descriptor_size.png` into --out.
 """
@@ -123,7 +123,7 @@ def parse_args(argv=None):
                         default=Path(os.environ.get("VPR_ROS_DATASETS", "../shared/datasets")))
     parser.add_argument("--sequence-length", type=int, default=EngineConfig().sequence_length)
     parser.add_argument("--seeds", type=int, default=1,
-                        help="also report the test figures of the default and the uncompressed "
+                        help="also report the validation and test figures of the default and the uncompressed "
                              "model for this many k-means seeds (1: seed 0 only)")
     parser.add_argument("--out", type=Path, default=Path("out/bench_descriptor_size"))
     return parser.parse_args(argv)
@@ -225,18 +225,19 @@ def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path]
 
 def seed_spread(rows: List[Dict], chosen: Dict, features, pairs: List[Pair], map_side: List[Path],
                 length: int, seeds: int) -> None:
-    """Test figures of the default and of the uncompressed first variant for k-means seeds
-    0..seeds-1 (seed 0 is the main table's): how much of a gap between them is the seed's.
-    Reported only; nothing is chosen on it."""
-    test = [p for p in pairs if not p.validation]
-    print(f"\nSeed spread (test, k-means seeds 0-{seeds - 1}): single R@1 / sequence R@100P per seed")
+    """Validation and test figures of the default and of the uncompressed first variant for
+    k-means seeds 0..seeds-1 (seed 0 is the main table's): how much of a gap between them, and
+    of one model's R@100P, is the seed's. Reported only; nothing is chosen on it."""
+    print(f"\nSeed spread (k-means seeds 0-{seeds - 1}): single R@1 / sequence R@100P per seed")
     for variant, seed0 in ((VARIANTS[0], rows[0]), (VARIANTS[rows.index(chosen)], chosen)):
-        runs = [seed0] + [evaluate(variant, features, test, map_side, length, seed)
+        runs = [seed0] + [evaluate(variant, features, pairs, map_side, length, seed)
                           for seed in tqdm(range(1, seeds), desc=f"seeds {variant.name}", leave=False)]
-        for pair in test:
-            single = [r[f"{pair.name} R@1"] for r in runs]
-            sequence = [r[f"{pair.name} seq R@100P"] for r in runs]
-            print(f"  {variant.name} {variant.storage}, {pair.name}: "
+        for pair in pairs:
+            key = f"val {pair.name}" if pair.validation else f"{pair.name} R@1"
+            sequence_key = f"val {pair.name} seq R@100P" if pair.validation else f"{pair.name} seq R@100P"
+            single = [r[key] for r in runs]
+            sequence = [r[sequence_key] for r in runs]
+            print(f"  {variant.name} {variant.storage}, {'val ' if pair.validation else ''}{pair.name}: "
                   + "  ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(single, sequence))
                   + f"   mean {np.mean(single):.3f} / {np.mean(sequence):.3f}")
 
