@@ -123,8 +123,8 @@ def parse_args(argv=None):
                         default=Path(os.environ.get("VPR_ROS_DATASETS", "../shared/datasets")))
     parser.add_argument("--sequence-length", type=int, default=EngineConfig().sequence_length)
     parser.add_argument("--seeds", type=int, default=1,
-                        help="also report the validation and test figures of the default and the uncompressed "
-                             "model for this many k-means seeds (1: seed 0 only)")
+                        help="also report the validation and test figures of the default and the "
+                             "uncompressed model for this many k-means seeds (1: seed 0 only)")
     parser.add_argument("--out", type=Path, default=Path("out/bench_descriptor_size"))
     return parser.parse_args(argv)
 
@@ -204,14 +204,15 @@ def evaluate(variant: Variant, features, pairs: List[Pair], map_side: List[Path]
         model = Model(variant, features, pair.db, seed)
         train = model(map_side) if variant.storage.startswith("pq") else model(pair.db)
         db = codec(variant.storage, train)(model(pair.db))
-        queries = unit(model(pair.queries))
+        stream = pair.stream or pair.queries
+        position = {path: i for i, path in enumerate(stream)}
+        scored = [position[q] for q in pair.queries]
+        streamed = unit(model(stream))
+        queries = streamed[scored]
         if pair.validation:
             row[f"val {pair.name}"] = score_retrieval(db, queries, pair.positives)["recall"]["1"]
-            stream = pair.stream or pair.queries
-            position = {path: i for i, path in enumerate(stream)}
             row[f"val {pair.name} seq R@100P"] = sequence_decisions(
-                db, unit(model(stream)), pair.positives, length,
-                [position[q] for q in pair.queries])["seq R@100P"]
+                db, streamed, pair.positives, length, scored)["seq R@100P"]
             continue
         single = score_retrieval(db, queries, pair.positives)
         row.update({f"{pair.name} R@1": single["recall"]["1"],
