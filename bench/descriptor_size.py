@@ -234,11 +234,10 @@ def seed_spread(rows: List[Dict], chosen: Dict, features, pairs: List[Pair], map
         runs = [seed0] + [evaluate(variant, features, pairs, map_side, length, seed)
                           for seed in tqdm(range(1, seeds), desc=f"seeds {variant.name}", leave=False)]
         for pair in pairs:
-            key = f"val {pair.name}" if pair.validation else f"{pair.name} R@1"
-            sequence_key = f"val {pair.name} seq R@100P" if pair.validation else f"{pair.name} seq R@100P"
-            single = [r[key] for r in runs]
-            sequence = [r[sequence_key] for r in runs]
-            print(f"  {variant.name} {variant.storage}, {'val ' if pair.validation else ''}{pair.name}: "
+            name = f"val {pair.name}" if pair.validation else pair.name
+            single = [r[name if pair.validation else f"{name} R@1"] for r in runs]
+            sequence = [r[f"{name} seq R@100P"] for r in runs]
+            print(f"  {variant.name} {variant.storage}, {name}: "
                   + "  ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(single, sequence))
                   + f"   mean {np.mean(single):.3f} / {np.mean(sequence):.3f}")
 

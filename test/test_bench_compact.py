@@ -39,9 +39,9 @@ def test_the_rule_takes_the_smallest_validation_shortfall_within_2_kb_and_no_map
     ds, _ = benches
     pairs, rows, index = _validation_rows(ds, 0.5, 0.5)
     rows[0].update({"val A": 0.9, "val B": 0.9, "val A seq R@100P": 1.0, "val B seq R@100P": 1.0})
-    for key, values in (((("local PCA 64, K=32", "pq64")), (0.9, 1.0, 0.9)),         # PQ: fitted
-                        ((("local PCA 64, K=32", "sq8")), (0.86, 0.97, 0.86)),       # short 0.01
-                        ((("local PCA 32, K=32", "sq8")), (0.9, 0.9, 0.95))):        # short 0.08
+    for key, values in ((("local PCA 64, K=32", "pq64"), (0.9, 1.0, 0.9)),         # PQ: fitted
+                        (("local PCA 64, K=32", "sq8"), (0.86, 0.97, 0.86)),       # short 0.01
+                        (("local PCA 32, K=32", "sq8"), (0.9, 0.9, 0.95))):        # short 0.08
         single, sequence, mean = values
         rows[index[key]].update({"val A": single, "val B": single, "val A seq R@100P": sequence,
                                  "val B seq R@100P": sequence, "val mean R@1": mean})
