@@ -195,7 +195,9 @@ def test_a_map_saved_by_the_list_of_keyframes_code_loads_and_saves_the_same_colu
     assert loaded.records == expected
     loaded.save(tmp_path / "again")
     with np.load(tmp_path / "again" / "keyframes.npz", allow_pickle=False) as saved:
-        assert sorted(saved.files) == sorted(legacy_columns())
+        assert sorted(saved.files) == sorted(list(legacy_columns()) + ["link", "prev_similarity"])
+        assert np.array_equal(saved["link"], np.full(len(expected), -1)), "saved unlinked"
+        assert np.isnan(saved["prev_similarity"]).all(), "not known for a legacy map"
         for name, column in legacy_columns().items():
             assert saved[name].dtype == column.dtype, name
             assert np.array_equal(saved[name], column, equal_nan=column.dtype.kind == "f"), name

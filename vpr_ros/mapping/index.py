@@ -236,15 +236,31 @@ class VectorIndex:
             self._train_ivfpq()
         self._gpu_index = None
 
-    def search(self, vectors: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (M, k); ids -1 and scores -inf where fewer than k keyframes exist."""
-        index = self._search_index()
-        scores, ids = index.search(vectors, max(k, RESCORE_SHORTLIST) if self.trained else k)
+    def search(self, vectors: np.ndarray, k: int,
+               below: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (M, k); ids -1 and scores -inf where fewer than k keyframes exist.
+        `below`: only ids < below (FAISS's IDSelectorRange, applied inside the search, on the CPU
+        index: GPU indexes take no selector)."""
+        fetch = max(k, RESCORE_SHORTLIST) if self.trained else k
+        if below is None:
+            scores, ids = self._search_index().search(vectors, fetch)
+        else:
+            scores, ids = self.index.search(vectors, fetch, params=self._id_range(0, below))
         scores = scores.astype(np.float32)
         if self.trained:
             scores, ids = self._rescored(scores, ids, k)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    def _id_range(self, low: int, high: int) -> faiss.SearchParameters:
+        """Search parameters that keep ids in [low, high), of the kind this index takes."""
+        selector = faiss.IDSelectorRange(low, high)
+        if not self.trained:
+            return faiss.SearchParameters(sel=selector)
+        ivf = faiss.SearchParametersIVF(sel=selector, nprobe=self.spec.nprobe)
+        if isinstance(self.index, faiss.IndexPreTransform):
+            return faiss.SearchParametersPreTransform(index_params=ivf)
+        return ivf
 
     def _codes(self) -> faiss.IndexIVFPQ:
         """The IVF-PQ index of a trained map (inside its projection, if any)."""

@@ -118,13 +118,35 @@ class KeyframeMap:
             raise ValueError(f"got {vectors.shape[0]} descriptors but {len(records)} records")
         first = len(self._records)
         ids = np.arange(first, first + len(records), dtype=np.int64)
-        self._records.extend(records)   # checks every record first: a bad one adds nothing
+        similarity = self._similarity_to_previous(vectors, records)
+        self._records.extend(records, similarity)   # checks every record first: a bad one adds nothing
         try:
             self._index.add(vectors, ids)
         except BaseException:
             self._records.truncate(first)  # descriptors the index refuses leave no records behind
             raise
         return ids
+
+    def _similarity_to_previous(self, vectors: np.ndarray, records: Sequence[Keyframe]) -> np.ndarray:
+        """Cosine of each new keyframe with the one added before it in its session (the stored,
+        decoded descriptor for the first of a batch; NaN for a session's first keyframe)."""
+        similarity = np.full(len(records), np.nan, np.float32)
+        names, codes = self._records.session_names, self._records.session_codes
+        previous: Dict[str, np.ndarray] = {}
+        for row, record in enumerate(records):
+            before = previous.get(record.session)
+            if before is None and record.session in names:
+                last = np.flatnonzero(codes == names.index(record.session))[-1:]
+                before = self.descriptors(last)[0]
+            if before is not None:
+                similarity[row] = float(vectors[row] @ before)
+            previous[record.session] = vectors[row]
+        return similarity
+
+    def link(self, keyframe_ids, targets) -> None:
+        """Record that keyframes `keyframe_ids` show the places of the older keyframes `targets`
+        (-1: no longer known); see `Keyframe.link`."""
+        self._records.set_links(keyframe_ids, targets)
 
     def descriptors(self, keyframe_ids) -> np.ndarray:
         """(n, dim) float32 stored descriptors of `keyframe_ids` (for re-scoring; decoded, so
@@ -136,19 +158,21 @@ class KeyframeMap:
             return np.zeros((0, self.dim), np.float32)
         return self._index.reconstruct(ids).astype(np.float32, copy=False)
 
-    def search(self, descriptors: np.ndarray, k: int,
-               exclude_ids: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, descriptors: np.ndarray, k: int, exclude_ids: Optional[Sequence[int]] = None,
+               before_id: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Top-k keyframes per query: (scores (M, k) float32 cosine, ids (M, k) int64).
 
         Missing results (map smaller than k) have id -1 and score -inf. `exclude_ids` are skipped
         (e.g. the robot's most recent keyframes) and the next best fill their places.
+        `before_id`: only keyframes older than this id (e.g. the sessions before the one being
+        linked to them).
         """
         queries = _as_descriptors(descriptors, self.dim)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         excluded = np.unique(np.asarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64))
         fetch = min(k + len(excluded), max(len(self), 1))
-        scores, ids = self._index.search(queries, fetch)
+        scores, ids = self._index.search(queries, fetch, before_id)
         if len(excluded):
             keep = ~np.isin(ids, excluded)
             order = np.argsort(~keep, axis=1, kind="stable")

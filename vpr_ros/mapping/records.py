@@ -45,6 +45,10 @@ class LocalFeatures:
 class Keyframe:
     """One keyframe of the map. `id` is assigned by the map when the keyframe is added.
 
+    `link` is the id of an older keyframe that shows the same place (an accepted loop closure, or
+    the alignment of a session with the map), -1 when none is known: sequence matching counts
+    linked keyframes of other sessions, or of an earlier pass, as one place, not as rivals.
+
     A map does not keep these: it holds columns (`KeyframeTable`) and builds one per `record(id)`."""
 
     session: str
@@ -54,6 +58,7 @@ class Keyframe:
     condition: str = ""
     thumbnail: Optional[bytes] = None
     features: Optional[LocalFeatures] = None
+    link: int = -1
     id: int = -1
 
 
@@ -158,6 +163,10 @@ class KeyframeTable(SequenceABC):
         self._feature_offsets = _Rows(np.zeros(1, np.int64))
         self._keypoints = _Rows(np.zeros((0, 2), np.float32))
         self._descriptors = _Rows(np.zeros((0, 0), np.uint8))   # width and dtype set by the first features
+        self._link = _Rows(np.zeros(0, np.int64))
+        self._prev_similarity = _Rows(np.zeros(0, np.float16))
+        self.links_revision = 0
+        """Counts `set_links` calls, so readers of `links` know when to look again."""
 
     def __len__(self) -> int:
         return self._stamp.size
@@ -185,7 +194,7 @@ class KeyframeTable(SequenceABC):
             pose=None if any(map(math.isnan, pose)) else tuple(pose),
             condition=self._conditions.values[self._condition.data[row]],
             thumbnail=self._thumbnail_bytes.data[lo:hi].tobytes() or None,
-            features=features, id=row)
+            features=features, link=int(self._link.data[row]), id=row)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, SequenceABC):
@@ -217,6 +226,31 @@ class KeyframeTable(SequenceABC):
         """(N, 7) float64 poses, NaN rows where a keyframe has none."""
         return _read_only(self._pose.rows)
 
+    @property
+    def prev_similarities(self) -> np.ndarray:
+        """(N,) float16 cosine of each keyframe with the keyframe added before it in its session
+        (NaN for a session's first, and in maps saved before it was kept): about 1 where the
+        robot stood still while mapping."""
+        return _read_only(self._prev_similarity.rows)
+
+    @property
+    def links(self) -> np.ndarray:
+        """(N,) int64 id of an older keyframe showing the same place, -1 where none is known."""
+        return _read_only(self._link.rows)
+
+    def set_links(self, ids: np.ndarray, targets: np.ndarray) -> None:
+        """Link keyframes `ids` to the older keyframes `targets` (-1: unlink); ValueError when a
+        target is not older than its keyframe, so links never form a cycle."""
+        ids, targets = np.asarray(ids, np.int64).reshape(-1), np.asarray(targets, np.int64).reshape(-1)
+        if ids.shape != targets.shape:
+            raise ValueError(f"got {len(ids)} keyframe ids but {len(targets)} link targets")
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
+            raise ValueError(f"keyframe ids must be in 0..{len(self) - 1}")
+        if np.any((targets < -1) | (targets >= ids)):
+            raise ValueError("a keyframe can only be linked to an older keyframe (a smaller id) or -1")
+        self._link.data[ids] = targets
+        self.links_revision += 1
+
     def has_features(self) -> bool:
         """Whether any keyframe has local features (for geometric verification)."""
         return bool(self._has_features.rows.any())
@@ -234,10 +268,16 @@ class KeyframeTable(SequenceABC):
             summary[names[session]]["conditions"].append(self._conditions.values[condition])
         return summary
 
-    def extend(self, keyframes: Sequence[Keyframe]) -> None:
+    def extend(self, keyframes: Sequence[Keyframe],
+               prev_similarities: Optional[Sequence[float]] = None) -> None:
         """Append keyframes as ids len(self), len(self) + 1, ...; all are checked before any is
-        added (session name, finite stamp, `check_pose`, one local feature type per map)."""
+        added (session name, finite stamp, `check_pose`, one local feature type per map).
+        `prev_similarities`: see the property (NaN when not given)."""
         checked = [_checked(kf) for kf in keyframes]
+        similarity = np.full(len(checked), np.nan, np.float16) if prev_similarities is None else \
+            np.asarray(prev_similarities, np.float16).reshape(-1)
+        if similarity.shape != (len(checked),):
+            raise ValueError(f"got {len(checked)} keyframes but {similarity.size} previous similarities")
         features = [kf.features for kf in checked]
         filled = [f for f in features if f is not None and len(f)]
         layouts = {(f.descriptors.shape[1], f.descriptors.dtype.str) for f in filled}
@@ -248,6 +288,7 @@ class KeyframeTable(SequenceABC):
         if filled and not self._descriptors.size:
             self._descriptors = _Rows(np.zeros((0,) + filled[0].descriptors.shape[1:],
                                                filled[0].descriptors.dtype))
+        links = _checked_links(checked, len(self))
         self._session.extend(np.array([self._sessions.code(kf.session) for kf in checked], np.int32))
         self._stamp.extend(np.array([kf.stamp for kf in checked], np.float64))
         self._frame_id.extend(np.array([self._frame_ids.code(kf.frame_id) for kf in checked], np.int32))
@@ -255,6 +296,8 @@ class KeyframeTable(SequenceABC):
         self._condition.extend(np.array([self._conditions.code(kf.condition) for kf in checked], np.int32))
         _extend_ragged(self._thumbnail_offsets, self._thumbnail_bytes,
                        [np.frombuffer(kf.thumbnail or b"", np.uint8) for kf in checked])
+        self._link.extend(links)
+        self._prev_similarity.extend(similarity)
         self._has_features.extend(np.array([f is not None for f in features], bool))
         self._image_size.extend(np.array([f.image_size if f is not None else (0, 0) for f in features],
                                          np.int32).reshape(-1, 2))
@@ -266,7 +309,7 @@ class KeyframeTable(SequenceABC):
     def truncate(self, count: int) -> None:
         """Keep the first `count` keyframes (undoes an `extend` whose descriptors the index refused)."""
         for column in (self._session, self._stamp, self._pose, self._frame_id, self._condition,
-                       self._has_features, self._image_size):
+                       self._has_features, self._image_size, self._link, self._prev_similarity):
             column.size = count
         for strings, codes in ((self._sessions, self._session), (self._frame_ids, self._frame_id),
                                (self._conditions, self._condition)):
@@ -293,12 +336,15 @@ class KeyframeTable(SequenceABC):
             "feature_offsets": self._feature_offsets.rows,
             "feature_keypoints": self._keypoints.rows,
             "feature_descriptors": self._descriptors.rows,
+            "link": self._link.rows,
+            "prev_similarity": self._prev_similarity.rows,
         }
 
     @classmethod
     def from_columns(cls, columns: Dict[str, np.ndarray], sessions: Sequence[str]) -> "KeyframeTable":
         """Inverse of `columns()` (session codes index `sessions`); raises MapFormatError when
-        columns are missing or disagree."""
+        columns are missing or disagree. Maps saved before links and previous similarities were
+        kept load unlinked, with NaN similarities."""
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise MapFormatError(f"keyframe records are missing columns {missing}")
@@ -310,6 +356,12 @@ class KeyframeTable(SequenceABC):
                 raise _corrupt(f"column {name!r} has shape {columns[name].shape}, expected {shape}")
         if not np.array_equal(columns["id"], np.arange(count)):
             raise _corrupt("ids are not 0..N-1 in order")
+        links = columns.get("link", np.full(count, -1, np.int64))
+        if links.shape != (count,) or np.any((links < -1) | (links >= np.arange(count))):
+            raise _corrupt("column 'link' must hold, per keyframe, an older keyframe id or -1")
+        similarity = columns.get("prev_similarity", np.full(count, np.nan, np.float16))
+        if similarity.shape != (count,):
+            raise _corrupt(f"column 'prev_similarity' has shape {similarity.shape}, expected {(count,)}")
         codes = columns["session"]
         if count and (codes.min() < 0 or codes.max() >= len(sessions)):
             raise MapFormatError("keyframe records name a session that the manifest does not list")
@@ -333,6 +385,8 @@ class KeyframeTable(SequenceABC):
         table._feature_offsets = _Rows(columns["feature_offsets"].astype(np.int64, copy=False))
         table._keypoints = _Rows(columns["feature_keypoints"].astype(np.float32, copy=False))
         table._descriptors = _Rows(columns["feature_descriptors"])
+        table._link = _Rows(links.astype(np.int64, copy=False))
+        table._prev_similarity = _Rows(similarity.astype(np.float16, copy=False))
         return table
 
 
@@ -366,7 +420,17 @@ def _checked(kf: Keyframe) -> Keyframe:
                              f"keypoints and descriptors of shape {descriptors.shape}")
         features = LocalFeatures(keypoints, descriptors, tuple(int(v) for v in features.image_size))
     return Keyframe(str(kf.session), float(kf.stamp), str(kf.frame_id), check_pose(kf.pose),
-                    str(kf.condition), kf.thumbnail, features)
+                    str(kf.condition), kf.thumbnail, features, int(kf.link))
+
+
+def _checked_links(keyframes: Sequence[Keyframe], first_id: int) -> np.ndarray:
+    """The `link` of keyframes about to get ids first_id, first_id + 1, ...; each must be -1 or
+    an older keyframe (ValueError otherwise)."""
+    links = np.array([int(kf.link) for kf in keyframes], np.int64)
+    ids = first_id + np.arange(len(links))
+    if np.any((links < -1) | (links >= ids)):
+        raise ValueError("a keyframe's link must be an older keyframe id (in the map already) or -1")
+    return links
 
 
 def _extend_ragged(offsets: _Rows, rows: _Rows, chunks: List[np.ndarray]) -> None:
