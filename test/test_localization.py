@@ -272,7 +272,10 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
                  "--out", str(map_dir)]) == 2, "a session name is used once per map"
 
     config = tmp_path / "engine.yaml"
-    config.write_text("engine:\n  temporal_consecutive: 2\n  score_threshold: 0.3\n")
+    # raw-pixel descriptors: consecutive frames are >0.9 alike (no stop detection by view), and
+    # their margins are not the calibrated model's (sequence threshold 1.0)
+    config.write_text("engine:\n  temporal_consecutive: 2\n  score_threshold: 0.3\n"
+                      "  sequence_stop_similarity: 1.0\n  sequence_threshold: 1.0\n")
     events_path = tmp_path / "events.jsonl"
     capsys.readouterr()
     assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),

@@ -17,10 +17,11 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def route():
-    """Place descriptors that drift smoothly along a route (neighbours look alike)."""
+    """Place descriptors that drift smoothly along a route (neighbours look alike: cosine 0.72
+    median, below 0.9 everywhere, as moving keyframes do; above it they would read as stops)."""
     rng = np.random.default_rng(7)
     steps = rng.standard_normal((PLACES, DIM))
-    return unit(np.cumsum(steps, axis=0) * 0.3 + rng.standard_normal((PLACES, DIM)))
+    return unit(np.cumsum(steps, axis=0) * 0.2 + rng.standard_normal((PLACES, DIM)))
 
 
 def route_map(route, poses: bool = False) -> KeyframeMap:
@@ -38,7 +39,7 @@ def observe(route, place: float, noise: float, rng) -> np.ndarray:
     return unit((1 - t) * route[low] + t * route[high] + noise * rng.standard_normal(DIM) / np.sqrt(DIM))
 
 
-def stream(kf_map, matcher, route, places, stamps, noise=1.3, positions=None, seed=3):
+def stream(kf_map, matcher, route, places, stamps, noise=1.5, positions=None, seed=3):
     """Feed observations of `places` at `stamps`; returns the results."""
     rng = np.random.default_rng(seed)
     results = []
@@ -55,7 +56,7 @@ def hits(results, places, tolerance=2, skip=10):
                     for r, p in zip(results[skip:], places[skip:])])
 
 
-def single_frame_hits(kf_map, route, places, noise=1.3, seed=3, tolerance=2):
+def single_frame_hits(kf_map, route, places, noise=1.5, seed=3, tolerance=2):
     rng = np.random.default_rng(seed)
     found = [kf_map.search(observe(route, p, noise, rng), 1)[1][0, 0] for p in places]
     return np.mean([abs(f - p) <= tolerance for f, p in zip(found[10:], places[10:])])
@@ -96,7 +97,8 @@ def test_reverse_travel_needs_the_reverse_option(route):
 def test_the_reported_end_is_where_the_near_best_ends_agree():
     """Where neighbours look much alike, lines ending a place or two off score about as well as
     the right one; the end the near-best ones agree on is far less often more than a place off
-    than the single top-scoring end, and the margin still comes from the top score."""
+    than the single top-scoring end, and the margin still comes from the top score. (Neighbours
+    here are more alike than a moving camera's frames ever are, so stop detection is off.)"""
     rng = np.random.default_rng(7)
     kernel = np.exp(-0.5 * (np.arange(-12, 13) / 4.0) ** 2)
     smooth = unit(np.stack([np.convolve(c, kernel, mode="same") for c in
@@ -105,7 +107,8 @@ def test_the_reported_end_is_where_the_near_best_ends_agree():
     places = np.arange(10, 110)
     agreed_off = top_off = 0
     for seed in (3, 4):
-        for r, p in zip(stream(kf_map, SequenceMatcher(kf_map), smooth, places,
+        matcher = SequenceMatcher(kf_map, SequenceSettings(stop_similarity=1.0))
+        for r, p in zip(stream(kf_map, matcher, smooth, places,
                                places.astype(float), noise=2.0, seed=seed)[10:], places[10:]):
             top = max(r.ranked, key=lambda h: h.score)
             agreed_off += abs(r.best.keyframe_id - p) > 1

@@ -1,12 +1,15 @@
-"""Sequence matching on an aligned database/query pair: what `vpr-ros eval --sequence-length` scores.
+"""Sequence matching on an aligned database/query pair: what `vpr-ros eval --sequence-length` and
+the sequence benches score.
 
-The database becomes a one-session map whose keyframe k has stamp k, and query q is streamed
-with stamp q, so a query's sequence is it and its L-1 predecessors in the folder and speeds are
-in frames per frame. The ranking of a query is its end keyframes, the agreed end first; its
-confidence is the matcher's evidence (the uniqueness margin, discounted while the sequence is
-shorter than its warm-up length), which the engine's threshold applies to.
+The database becomes a one-session map whose keyframe k has stamp k (`map_step_s` apart), and
+the queries are streamed through the matcher in the order and at the stamps given: by default
+query q at stamp q, so a query's sequence is it and its L-1 predecessors in the folder and
+speeds are in frames per frame. The ranking of a frame is its end keyframes, the agreed end
+first; its confidence is the matcher's evidence (the uniqueness margin, discounted while the
+sequence is shorter than its warm-up length, 0 at a speed edge), which the engine's threshold
+applies to.
 """
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -16,18 +19,24 @@ from vpr_ros.mapping import Keyframe, KeyframeMap
 
 
 def sequence_ranking(db: np.ndarray, queries: np.ndarray, settings: SequenceSettings,
-                     shortlist: int = 10, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
-    """(evidence (Q,), database ids (Q, k) best first, -1 where fewer) for queries in order."""
+                     shortlist: int = 10, k: int = 10, order: Optional[Sequence[int]] = None,
+                     stamps: Optional[Sequence[float]] = None,
+                     map_step_s: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(evidence (F,), database ids (F, k) best first, -1 where fewer) of the F frames streamed:
+    query `order[f]` at `stamps[f]` (default: every query once, query q at stamp q)."""
+    order = np.arange(len(queries)) if order is None else np.asarray(order, dtype=np.int64)
+    stamps = np.arange(len(order), dtype=float) if stamps is None else np.asarray(stamps, float)
     kf_map = KeyframeMap.create(db.shape[1], "evaluation")
-    kf_map.add(db, [Keyframe("db", float(i)) for i in range(len(db))])
+    kf_map.add(db, [Keyframe("db", float(i) * map_step_s) for i in range(len(db))])
     matcher = SequenceMatcher(kf_map, settings)
     scores, ids = kf_map.search(queries, shortlist)
-    evidence = np.empty(len(queries))
-    ranked = np.full((len(queries), k), -1, dtype=np.int64)
-    for i in tqdm(range(len(queries)), desc=f"sequences of {settings.length}", unit="query",
+    evidence = np.empty(len(order))
+    ranked = np.full((len(order), k), -1, dtype=np.int64)
+    for f in tqdm(range(len(order)), desc=f"sequences of {settings.length}", unit="frame",
                   leave=False):
-        result = matcher.update(float(i), queries[i], ids[i], scores[i])
-        evidence[i] = result.evidence
+        q = order[f]
+        result = matcher.update(float(stamps[f]), queries[q], ids[q], scores[q])
+        evidence[f] = result.evidence
         ends = [h.keyframe_id for h in result.ranked[:k]]
-        ranked[i, :len(ends)] = ends
+        ranked[f, :len(ends)] = ends
     return evidence, ranked

@@ -49,13 +49,22 @@ class EngineConfig:
     sequence_length: frames per sequence; sequence_warmup_length: after a (re)start, a sequence
         of n frames, fewer than this, must clear the threshold with its margin discounted by
         sqrt(n / sequence_warmup_length) (a short one is more easily unique by chance).
-        sequence_speed_min/max, sequence_speed_steps: relative
-        speeds (map distance per query distance, or map time per query time) tried.
+        sequence_speed_min/max, sequence_speed_steps: relative speeds tried when stepping by time
+        (map seconds per query second: 0.4-2.5 covers a robot revisiting at half to twice the
+        speed it mapped at, with a step to spare, since a best trajectory at either end of the
+        range carries no evidence); sequence_distance_speed_min/max/steps: the same when
+        frames come with odometry (map metres per odometry metre, its scale error).
         sequence_reverse: also try travel against the map's direction.
     sequence_threshold: minimum margin (in normalized similarity units) of the best trajectory
         over the best one ending elsewhere; sequence_rival_window_s / _m: "elsewhere" means
         farther than this along the session (map seconds, or metres when keyframes have poses).
-    sequence_min_step_m: with poses, frames closer than this to the previous one replace it.
+    sequence_min_step_m: with poses, a frame closer than this to where the newest frame's spot
+        began replaces that frame (a parked robot is not a sequence; a creeping one grows it once
+        per this distance). sequence_stop_similarity: without poses, a frame at least this
+        cosine-similar to the newest frame's spot replaces it, and the sequence's clock waits
+        (a stop); mapped keyframes as similar to their predecessor mark the map's stops; 1 turns
+        this off. 0.9: every pair of consecutive Gardens Point frames (moving) is below 0.86, a
+        frame with sensor noise (σ 2-5 grey levels) is 0.92-0.97 similar to its clean self.
     verify: run geometric verification on the accepted candidate (needs keyframes with local
         features: build the map with verification on). verification_*: see verification.py.
     keyframe_novelty_threshold: in mapping mode add a keyframe when the best score against the
@@ -86,11 +95,15 @@ class EngineConfig:
     sequence_speed_min: float = _SEQUENCE.speed_min
     sequence_speed_max: float = _SEQUENCE.speed_max
     sequence_speed_steps: int = _SEQUENCE.speed_steps
+    sequence_distance_speed_min: float = _SEQUENCE.distance_speed_min
+    sequence_distance_speed_max: float = _SEQUENCE.distance_speed_max
+    sequence_distance_speed_steps: int = _SEQUENCE.distance_speed_steps
     sequence_reverse: bool = _SEQUENCE.reverse
     sequence_threshold: float = 1.4
     sequence_rival_window_s: float = _SEQUENCE.rival_window_s
     sequence_rival_window_m: float = _SEQUENCE.rival_window_m
     sequence_min_step_m: float = _SEQUENCE.min_step_m
+    sequence_stop_similarity: float = _SEQUENCE.stop_similarity
     verify: bool = False
     verification_features: str = "orb"
     verification_max_features: int = 1000
@@ -126,16 +139,17 @@ class EngineConfig:
             (self.sequence_length >= 1, "sequence_length must be >= 1"),
             (1 <= self.sequence_warmup_length <= self.sequence_length,
              "sequence_warmup_length must be in 1..sequence_length"),
-            (self.sequence_speed_min > 0, "sequence_speed_min must be > 0"),
-            (self.sequence_speed_max >= self.sequence_speed_min,
-             "sequence_speed_max must be >= sequence_speed_min (the speed range is inverted)"),
-            (self.sequence_speed_steps >= 1, "sequence_speed_steps must be >= 1"),
-            (self.sequence_speed_steps == 1 or self.sequence_speed_max > self.sequence_speed_min,
-             "sequence_speed_steps > 1 needs sequence_speed_max > sequence_speed_min"),
+            *_speed_range_checks("sequence_speed", self.sequence_speed_min,
+                                 self.sequence_speed_max, self.sequence_speed_steps),
+            *_speed_range_checks("sequence_distance_speed", self.sequence_distance_speed_min,
+                                 self.sequence_distance_speed_max,
+                                 self.sequence_distance_speed_steps),
             (self.sequence_threshold >= 0, "sequence_threshold must be >= 0"),
             (self.sequence_rival_window_s > 0 and self.sequence_rival_window_m > 0,
              "sequence_rival_window_s and sequence_rival_window_m must be > 0"),
             (self.sequence_min_step_m >= 0, "sequence_min_step_m must be >= 0"),
+            (-1 <= self.sequence_stop_similarity <= 1.0,
+             "sequence_stop_similarity must be in [-1, 1] (1: no stop detection by view)"),
             (self.verification_features in FEATURE_TYPES,
              f"verification_features must be one of {FEATURE_TYPES}"),
             (self.verification_min_inliers >= 8, "verification_min_inliers must be >= 8"),
@@ -180,6 +194,20 @@ class EngineConfig:
         return SequenceSettings(
             length=self.sequence_length, speed_min=self.sequence_speed_min,
             speed_max=self.sequence_speed_max, speed_steps=self.sequence_speed_steps,
+            distance_speed_min=self.sequence_distance_speed_min,
+            distance_speed_max=self.sequence_distance_speed_max,
+            distance_speed_steps=self.sequence_distance_speed_steps,
             reverse=self.sequence_reverse, rival_window_s=self.sequence_rival_window_s,
             rival_window_m=self.sequence_rival_window_m, min_step_m=self.sequence_min_step_m,
-            max_gap_s=self.temporal_max_gap_s, warmup_length=self.sequence_warmup_length)
+            stop_similarity=self.sequence_stop_similarity, max_gap_s=self.temporal_max_gap_s,
+            warmup_length=self.sequence_warmup_length)
+
+
+def _speed_range_checks(name: str, low: float, high: float, steps: int):
+    """(ok, message) checks of one geometric speed range, named like its parameters."""
+    return [
+        (low > 0, f"{name}_min must be > 0"),
+        (high >= low, f"{name}_max must be >= {name}_min (the speed range is inverted)"),
+        (steps >= 1, f"{name}_steps must be >= 1"),
+        (steps == 1 or high > low, f"{name}_steps > 1 needs {name}_max > {name}_min"),
+    ]

@@ -62,7 +62,7 @@ class LocalizationEngine:
                                           ratio=cfg.verification_ratio,
                                           ransac_threshold_px=cfg.verification_ransac_px,
                                           min_inliers=cfg.verification_min_inliers)
-        self.tracks = SessionTracks(keyframe_map)
+        self.tracks = SessionTracks(keyframe_map, cfg.sequence_rival_window_s, cfg.sequence_stop_similarity)
         self.sequence = SequenceMatcher(keyframe_map, cfg.sequence_settings(), self.tracks,
                                         threads=cfg.search_threads)
         self._recent: Deque[Tuple[int, float, float]] = deque()

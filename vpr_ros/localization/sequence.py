@@ -2,23 +2,40 @@
 
 A hypothesis says "the last L query frames lie along this stretch of one map session, ending at
 keyframe e, travelled at relative speed v (in this direction)". Frame i, which lies Δ_i behind
-the current one (seconds, or metres when poses come with the frames and the session), is paired
-with the session keyframe nearest to x_e − direction·v·Δ_i. The hypothesis scores the mean, over
-the frames it covers, of their *normalized* similarities z_i(k) = (q_i·d_k − μ_i) / σ_i, where
-μ_i, σ_i describe how q_i scores against the map at large (a fixed sample of keyframes): a frame
-that looks like everywhere counts for little, a distinctive one for much.
+the current one, is paired with the session keyframe nearest to x_e − direction·v·Δ_i. Δ and x
+are seconds when stepping by time, metres when the frames come with positions (odometry) and the
+session has poses. The hypothesis scores the mean, over the frames it covers, of their
+*normalized* similarities z_i(k) = (q_i·d_k − μ_i) / σ_i, where μ_i, σ_i describe how q_i scores
+against the map at large (a fixed sample of keyframes): a frame that looks like everywhere counts
+for little, a distinctive one for much.
+
+Speeds. By time, v is map seconds per query second: how fast the robot revisits compared with
+how fast it mapped, unknown and anything from half to twice as fast, so a wide geometric grid is
+searched (`speed_min`..`speed_max`). By distance, v is map metres per odometry metre, close to 1.
+A best trajectory at either end of its grid may continue beyond what was searched: it is
+reported (`at_speed_edge`) and carries no evidence, since a slope the search cannot bracket is
+not a trajectory it can vouch for.
+
+Stops. Frames that show the robot where the newest buffered frame was taken do not make a
+sequence longer: by odometry, closer than `min_step_m` to where that frame's spot began; without,
+a descriptor at least `stop_similarity` cosine to that spot's first view (a static camera, not a
+moving one: every pair of consecutive Gardens Point frames is below 0.86, an image with sensor
+noise above 0.9). Such a frame replaces the newest one and the sequence's clock does not advance,
+so a robot that parks resumes its trajectory where it stopped instead of being extrapolated along
+the map, and a robot creeping at 0.1 m per frame grows its sequence once per `min_step_m`.
 
 End keyframes come from FAISS shortlists: the current frame's, and those of the buffered frames
-carried forward to now. Dot products are exact on stored descriptors, computed once per
-(frame, keyframe) pair and only for keyframes a hypothesis touches: no similarity matrix, so the
-cost does not grow with the map.
+carried forward to now at every speed tried. Dot products are exact on stored descriptors,
+computed once per (frame, keyframe) pair and only for keyframes a hypothesis touches: no
+similarity matrix, so the cost does not grow with the map.
 
 The confidence is a uniqueness margin: the best hypothesis' score minus the best score of one
-that ends elsewhere (farther than the rival window along the same session, or on another
-session). A lone frame that matches the wrong place well is outvoted by its neighbours; a route
-that looks alike in two places yields a small margin and is not accepted. When no hypothesis
-ending elsewhere was seen, the rival is bounded instead: a keyframe outside frame i's shortlist
-scores at most that shortlist's last similarity, so no unseen trajectory beats the mean of those.
+that ends at another place (`SessionTracks.apart`: by position when keyframes have poses, else by
+place along the route, which links across sessions make shared). A lone frame that matches the
+wrong place well is outvoted by its neighbours; a route that looks alike in two places yields a
+small margin and is not accepted. When no hypothesis ending elsewhere was seen, the rival is
+bounded instead: a keyframe outside frame i's shortlist scores at most that shortlist's last
+similarity, so no unseen trajectory beats the mean of those.
 
 Where along the stretch the robot is comes from the hypotheses that end near the best one. A
 slower line ending a few keyframes behind fits the older frames almost as well as the right one
@@ -39,11 +56,14 @@ from vpr_ros.localization.tracks import STEP_DISTANCE, STEP_TIME, SessionTracks
 
 NORMALIZATION_SAMPLE = 256
 MIN_SIGMA = 1e-3
-CACHE_COLUMNS = 8192
 END_SCALE = 0.25
 """Ends within a quarter of the score's standard error weigh alike: overlapping trajectories
 differ far more precisely than one mean is known (chosen on Gardens Point places 0-99 for the
-pose covariance, 2-sigma coverage 0.98 and 0.99; see README)."""
+pose covariance, 2-sigma coverage 0.98 and 0.99; see docs/results.md)."""
+
+TIE_WEIGHT = 0.1
+"""The speed of recent trajectories picks among ends whose score weight is at least this (within
+about half a standard error of the top): it settles near-ties, it does not overrule the scores."""
 
 RESTART_START = "start"
 RESTART_GAP = "gap"
@@ -55,25 +75,31 @@ RESTART_RESET = "reset"
 class SequenceSettings:
     """Knobs of the matcher; EngineConfig validates them and mirrors them as `sequence_*`.
 
-    length: frames per sequence (L). speed_min/max, speed_steps: relative speeds tried (map
-    coordinate per query coordinate, geometric steps). reverse: also try travel against the
-    map's direction. rival_window_s / rival_window_m: a rival must end this far from the best
-    (seconds of map time, or metres when poses exist). min_step_m: when stepping by distance, a
-    frame closer than this to the previous one replaces it, so a parked robot's frames don't
-    pass for a sequence. max_gap_s: a longer gap between frames restarts the sequence.
+    length: frames per sequence (L). speed_min/max, speed_steps: relative speeds tried when
+    stepping by time (map seconds per query second, geometric steps); distance_speed_min/max,
+    distance_speed_steps: the same when stepping by distance (map metres per odometry metre).
+    reverse: also try travel against the map's direction. rival_window_s / rival_window_m: a
+    rival must end at a place this far from the best (seconds of map time, or metres when
+    keyframes have poses). min_step_m, stop_similarity: a frame that shows the robot where the
+    newest frame was (closer than min_step_m by odometry; else a descriptor at least this
+    cosine-similar; 1 turns the view test off) replaces it. max_gap_s: a longer gap between frames restarts the sequence.
     warmup_length: a sequence of n < warmup_length frames (after a start or a restart) has its
     margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`).
     """
 
     length: int = 20
     warmup_length: int = 5
-    speed_min: float = 0.8
-    speed_max: float = 1.25
-    speed_steps: int = 5
+    speed_min: float = 0.4
+    speed_max: float = 2.5
+    speed_steps: int = 15
+    distance_speed_min: float = 0.8
+    distance_speed_max: float = 1.25
+    distance_speed_steps: int = 5
     reverse: bool = False
     rival_window_s: float = 10.0
     rival_window_m: float = 10.0
     min_step_m: float = 1.0
+    stop_similarity: float = 0.9
     max_gap_s: float = 5.0
 
 
@@ -100,12 +126,13 @@ class SequenceResult:
 
     `ranked`: one hypothesis per end keyframe; first the end that the hypotheses near the top
     score agree on, then the rest by score. `margin`: the top score minus the best rival's (or
-    the unseen-rival bound; -inf when nothing was ranked). `length`: frames in
-    the sequence now. `step`: "time" or "distance". `restart`: why the sequence started afresh
-    on this frame (start, gap, out_of_order, reset), else None. `evidence`: what a threshold
-    applies to, the margin times sqrt(min(length, warmup_length) / warmup_length): noise on a
-    mean of n frames shrinks as 1/sqrt(n), so a short sequence after a restart must stand out
-    by as many of its own standard errors as a `warmup_length` one.
+    the unseen-rival bound; -inf when nothing was ranked). `length`: frames in the sequence now.
+    `step`: "time" or "distance". `restart`: why the sequence started afresh on this frame
+    (start, gap, out_of_order, reset), else None. `at_speed_edge`: the top trajectory runs at the
+    slowest or fastest speed searched. `evidence`: what a threshold applies to, the margin times
+    sqrt(min(length, warmup_length) / warmup_length) (noise on a mean of n frames shrinks as
+    1/sqrt(n), so a short sequence after a restart must stand out by as many of its own standard
+    errors as a `warmup_length` one), and 0 at a speed edge.
     """
 
     ranked: List[Hypothesis]
@@ -114,6 +141,7 @@ class SequenceResult:
     step: str
     restart: Optional[str] = None
     evidence: float = float("-inf")
+    at_speed_edge: bool = False
 
     @property
     def best(self) -> Optional[Hypothesis]:
@@ -129,19 +157,73 @@ class SequenceResult:
                 "evidence": round(self.evidence, 6) if math.isfinite(self.evidence) else None,
                 "speed": None if best is None else round(best.speed, 4),
                 "direction": None if best is None else int(best.direction),
+                "at_speed_edge": bool(self.at_speed_edge),
                 "frames_covered": None if best is None else int(best.length)}
 
 
 @dataclass
 class _QueryFrame:
     stamp: float
+    clock: float
+    """Seconds since the sequence began with stops taken out: time stepping reads Δ from it."""
     position: Optional[np.ndarray]
+    spot_position: Optional[np.ndarray]
+    spot_view: np.ndarray
+    """Where and how the spot this frame stands for was first seen (the stop test's reference)."""
     descriptor: np.ndarray
     mean: float
     sigma: float
     shortlist: np.ndarray
     floor: float
     row: int
+
+
+class _SimilarityCache:
+    """q_i·d_k for buffered frame rows i and keyframes k, computed once per pair.
+
+    Columns are assigned to keyframes on first use and kept until the cache is full, then all are
+    dropped; it grows when one frame's hypotheses alone touch more keyframes than it holds.
+    """
+
+    def __init__(self, rows: int, columns: int = 8192):
+        self.values = np.zeros((rows, columns), np.float32)
+        self.valid = np.zeros((rows, columns), bool)
+        self.column_of = np.full(0, -1, np.int64)
+        self.used = 0
+
+    def forget_row(self, row: int) -> None:
+        self.valid[row] = False
+
+    def lookup(self, keyframes: np.ndarray, frames: Sequence[_QueryFrame], keyframe_map) -> np.ndarray:
+        """Columns of `keyframes` (unique ids) with every frame's similarity filled in; the
+        returned array maps any keyframe id up to the map size to its column (-1: not cached)."""
+        if len(self.column_of) < len(keyframe_map):
+            self.column_of = np.concatenate([self.column_of, np.full(
+                len(keyframe_map) - len(self.column_of), -1, np.int64)])
+        new = keyframes[self.column_of[keyframes] < 0]
+        if self.used + len(new) > self.values.shape[1]:
+            self.column_of[:] = -1
+            self.valid[:] = False
+            self.used = 0
+            new = keyframes
+            if len(new) > self.values.shape[1]:
+                rows, columns = self.values.shape
+                size = 1 << int(len(new) - 1).bit_length()
+                self.values, self.valid = np.zeros((rows, size), np.float32), np.zeros((rows, size), bool)
+        self.column_of[new] = self.used + np.arange(len(new))
+        self.used += len(new)
+        cols = self.column_of[keyframes]
+        rows = np.array([f.row for f in frames])
+        missing = ~self.valid[rows[:, None], cols[None, :]]
+        needed = missing.any(axis=0)
+        if needed.any():
+            vectors = keyframe_map.descriptors(keyframes[needed])
+            for frame, row_missing in zip(frames, missing[:, needed]):
+                if row_missing.any():
+                    slots = cols[needed][row_missing]
+                    self.values[frame.row, slots] = vectors[row_missing] @ frame.descriptor
+                    self.valid[frame.row, slots] = True
+        return self.column_of
 
 
 class SequenceMatcher:
@@ -158,21 +240,25 @@ class SequenceMatcher:
         threadpool_limits(threads, user_api="blas")
         self.map = keyframe_map
         self.settings = settings
-        self._nominal_speed = math.sqrt(settings.speed_min * settings.speed_max)
-        speeds = np.geomspace(settings.speed_min, settings.speed_max, settings.speed_steps) \
-            if settings.speed_steps > 1 else np.array([self._nominal_speed])
         directions = (1, -1) if settings.reverse else (1,)
-        self._speeds = np.array([s for _ in directions for s in speeds])
-        self._directions = np.array([d for d in directions for _ in speeds])
+        self._grids = {STEP_TIME: _speed_grid(settings.speed_min, settings.speed_max,
+                                              settings.speed_steps, directions),
+                       STEP_DISTANCE: _speed_grid(settings.distance_speed_min,
+                                                  settings.distance_speed_max,
+                                                  settings.distance_speed_steps, directions)}
         self._rng = np.random.default_rng(seed)
         self._frames: Deque[_QueryFrame] = deque()
         self._free_rows = list(range(settings.length))
-        self.tracks = tracks if tracks is not None else SessionTracks(keyframe_map)
+        self._last_stamp: Optional[float] = None
+        self.tracks = tracks if tracks is not None else SessionTracks(
+            keyframe_map, settings.rival_window_s, settings.stop_similarity)
         self._sample: Optional[np.ndarray] = None
         self._sample_size = -1
         self._restart: Optional[str] = RESTART_START
+        self._cache = _SimilarityCache(settings.length)
+        self._recent_speeds: Deque[float] = deque(maxlen=settings.length)
+        self._speeds_step = STEP_TIME
         self.last: Optional[SequenceResult] = None
-        self._reset_cache()
 
     def reset(self) -> None:
         """Forget the buffered frames; the next frame starts a new sequence."""
@@ -186,47 +272,64 @@ class SequenceMatcher:
 
         `shortlist`, `shortlist_scores`: the frame's top-k keyframe ids and cosine scores, best
         first (ids < 0 are ignored). `position` (x, y, z of the robot in any fixed frame, e.g.
-        odom) lets the sequence step by travelled distance, so a robot that stops or changes
-        speed keeps its hypothesis.
+        odom; None when unknown for this frame) lets the sequence step by travelled distance, so
+        a robot that stops or changes speed keeps its hypothesis.
         """
         self.tracks.sync()
         restart = self._restart_reason(stamp)
         if restart is not None:
             self._drop_frames()
         xyz = None if position is None else np.asarray(position, dtype=np.float64).reshape(-1)[:3]
-        if (xyz is not None and self._frames and self._frames[0].position is not None
-                and np.linalg.norm(xyz - self._frames[0].position) < self.settings.min_step_m):
-            self._release(self._frames.popleft())
-        if len(self._frames) == self.settings.length:
-            self._release(self._frames.pop())
         query = np.ascontiguousarray(descriptor, dtype=np.float32).reshape(-1)
+        self._add(stamp, xyz, query, shortlist, shortlist_scores)
+        step = self._step()
+        ranked, paths, at_edge = self._rank(step)
+        margin, length = self._margin(ranked, paths), len(self._frames)
+        warmup = self.settings.warmup_length
+        evidence = 0.0 if at_edge else margin * math.sqrt(min(length, warmup) / warmup)
+        self.last = SequenceResult(self._agreed_end_first(ranked, step, at_edge), margin, length,
+                                   step, restart, evidence, at_edge)
+        return self.last
+
+    def _add(self, stamp: float, xyz: Optional[np.ndarray], query: np.ndarray,
+             shortlist: Sequence[int], shortlist_scores: Sequence[float]) -> None:
+        """Buffer the frame: it replaces the newest one when the robot has not left that spot."""
+        newest = self._frames[0] if self._frames else None
+        if newest is not None and self._stationary(newest, xyz, query):
+            self._release(self._frames.popleft())
+            clock, spot_position, spot_view = newest.clock, newest.spot_position, newest.spot_view
+        else:
+            if len(self._frames) == self.settings.length:
+                self._release(self._frames.pop())
+            clock = 0.0 if newest is None else newest.clock + stamp - self._last_stamp
+            spot_position, spot_view = xyz, query
+        self._last_stamp = float(stamp)
         mean, sigma = self._normalization(query)
-        row = self._free_rows.pop()
-        self._valid[row] = False
         kept = [(int(k), float(v)) for k, v in zip(shortlist, shortlist_scores) if k >= 0]
         ids = np.array([k for k, _ in kept], dtype=np.int64)
         floor = (min(v for _, v in kept) - mean) / sigma if kept else 0.0
-        self._frames.appendleft(_QueryFrame(float(stamp), xyz, query, mean, sigma, ids, floor, row))
-        step = STEP_DISTANCE if all(f.position is not None for f in self._frames) else STEP_TIME
-        ranked = self._rank(step)
-        margin, length = self._margin(ranked, step), len(self._frames)
-        warmup = self.settings.warmup_length
-        evidence = margin * math.sqrt(min(length, warmup) / warmup)
-        self.last = SequenceResult(self._agreed_end_first(ranked, step), margin, length, step,
-                                   restart, evidence)
-        return self.last
+        row = self._free_rows.pop()
+        self._cache.forget_row(row)
+        self._frames.appendleft(_QueryFrame(float(stamp), clock, xyz, spot_position, spot_view,
+                                            query, mean, sigma, ids, floor, row))
+
+    def _stationary(self, newest: _QueryFrame, xyz: Optional[np.ndarray], query: np.ndarray) -> bool:
+        if xyz is not None and newest.spot_position is not None:
+            return float(np.linalg.norm(xyz - newest.spot_position)) < self.settings.min_step_m
+        threshold = self.settings.stop_similarity
+        return threshold < 1.0 and float(query @ newest.spot_view) >= threshold
 
     def _restart_reason(self, stamp: float) -> Optional[str]:
         reason, self._restart = self._restart, None
-        if reason is None and self._frames:
-            last = self._frames[0].stamp
-            if not stamp > last:
+        if reason is None and self._last_stamp is not None:
+            if not stamp > self._last_stamp:
                 reason = RESTART_OUT_OF_ORDER
-            elif stamp - last > self.settings.max_gap_s:
+            elif stamp - self._last_stamp > self.settings.max_gap_s:
                 reason = RESTART_GAP
         return reason
 
     def _drop_frames(self) -> None:
+        self._recent_speeds.clear()
         while self._frames:
             self._release(self._frames.pop())
 
@@ -246,40 +349,62 @@ class SequenceMatcher:
         similarities = self._sample @ query
         return float(similarities.mean()), max(float(similarities.std()), MIN_SIGMA)
 
+    def _step(self) -> str:
+        """Distance when most buffered frames (and at least the newest or two) have positions."""
+        with_position = sum(f.position is not None for f in self._frames)
+        enough = with_position >= min(2, len(self._frames))
+        return STEP_DISTANCE if enough and 2 * with_position >= len(self._frames) else STEP_TIME
+
     def _offsets(self, step: str) -> np.ndarray:
-        """How far behind the current frame each buffered frame lies (s or m), newest first."""
-        frames = self._frames
+        """How far behind the current frame each buffered frame lies (s or m), newest first.
+
+        By distance, frames without a position (a missed TF lookup) are placed by their clock
+        between the frames that have one, or beyond them at the recent pace."""
+        clocks = np.array([f.clock for f in self._frames])
         if step == STEP_TIME:
-            return np.array([frames[0].stamp - f.stamp for f in frames])
-        hops = [np.linalg.norm(a.position - b.position) for a, b in zip(frames, list(frames)[1:])]
-        return np.concatenate([[0.0], np.cumsum(hops)])
+            return clocks[0] - clocks
+        known = np.array([f.position is not None for f in self._frames])
+        xyz = np.array([f.position for f in self._frames if f.position is not None])
+        along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xyz[::-1], axis=0), axis=1))])
+        times = clocks[known][::-1]
+        coords = np.interp(clocks, times, along)
+        if len(times) >= 2 and times[-1] > times[0]:
+            pace = (along[-1] - along[0]) / (times[-1] - times[0])
+            coords = np.where(clocks > times[-1], along[-1] + pace * (clocks - times[-1]), coords)
+            coords = np.where(clocks < times[0], along[0] - pace * (times[0] - clocks), coords)
+        return coords[0] - coords
 
     def _end_candidates(self, offsets: Dict[str, np.ndarray]) -> np.ndarray:
-        """Keyframe ids where hypotheses may end: shortlists carried forward at nominal speed."""
+        """Keyframe ids where hypotheses may end: the current shortlist, and the shortlists of
+        the buffered frames carried forward to now at every speed tried."""
         ends = [self._frames[0].shortlist]
-        for i, frame in enumerate(list(self._frames)[1:], start=1):
-            if not len(frame.shortlist):
-                continue
-            sessions = self.tracks.session_of[frame.shortlist]
-            for s in np.unique(sessions):
-                track = self.tracks.track(s)
-                step = _track_step(STEP_DISTANCE if STEP_DISTANCE in offsets else STEP_TIME, track)
-                coords = track.coordinates(step)
-                ids = frame.shortlist[sessions == s]
-                for direction in np.unique(self._directions):
-                    ahead = direction * self._nominal_speed * offsets[step][i]
-                    target = coords[self.tracks.position_of[ids]] + ahead
-                    ends.append(track.ids[_nearest(coords, target)])
+        shortlists = [(i, f.shortlist) for i, f in enumerate(self._frames) if i and len(f.shortlist)]
+        if not shortlists:
+            return np.unique(ends[0])
+        ids = np.concatenate([s for _, s in shortlists])
+        frame_of = np.concatenate([np.full(len(s), i) for i, s in shortlists])
+        sessions = self.tracks.session_of[ids]
+        for s in np.unique(sessions):
+            track = self.tracks.track(s)
+            step = _track_step(STEP_DISTANCE if STEP_DISTANCE in offsets else STEP_TIME, track)
+            coords = track.coordinates(step)
+            mine = sessions == s
+            signed = np.prod(self._grids[step], axis=0)
+            ahead = signed[None, :] * offsets[step][frame_of[mine]][:, None]
+            target = coords[self.tracks.position_of[ids[mine]]][:, None] + ahead
+            ends.append(track.ids[_nearest(coords, target)].ravel())
         return np.unique(np.concatenate(ends))
 
-    def _rank(self, step: str) -> List[Hypothesis]:
-        """Best hypothesis per end keyframe, best first."""
+    def _rank(self, step: str) -> Tuple[List[Hypothesis], np.ndarray, bool]:
+        """Best hypothesis per end keyframe, best first; their paths ((n, L) keyframe paired
+        with each buffered frame, -1 beyond the track); whether the top one runs at the slowest
+        or fastest speed of its grid."""
         offsets = {STEP_TIME: self._offsets(STEP_TIME)}
         if step == STEP_DISTANCE:
             offsets[STEP_DISTANCE] = self._offsets(STEP_DISTANCE)
         ends = self._end_candidates(offsets)
         if not len(ends):
-            return []
+            return [], np.zeros((0, len(self._frames)), np.int64), False
         rows = np.array([f.row for f in self._frames])
         means = np.array([f.mean for f in self._frames])
         sigmas = np.array([f.sigma for f in self._frames])
@@ -289,98 +414,115 @@ class SequenceMatcher:
             track_step = _track_step(step, track)
             coords, spacing = track.coordinates(track_step), track.spacing[track_step]
             end_ids = ends[self.tracks.session_of[ends] == s]
-            signed = (self._directions * self._speeds)[None, :, None]
+            speeds, directions = self._grids[track_step]
+            signed = (directions * speeds)[None, :, None]
             ends_at = coords[self.tracks.position_of[end_ids]][:, None, None]
             targets = ends_at - signed * offsets[track_step][None, None, :]
             inside = (targets >= coords[0] - spacing) & (targets <= coords[-1] + spacing)
             inside[:, :, 0] = True
-            plans.append((end_ids, track.ids[_nearest(coords, targets)], inside))
-        columns = self._columns(np.unique(np.concatenate([p[1][p[2]] for p in plans])))
-        all_ends, scores, best_speed, covered = [], [], [], []
-        for end_ids, keyframes, inside in plans:
-            sims = self._cache[rows[None, None, :], columns(keyframes)]
+            plans.append((end_ids, track.ids[_nearest(coords, targets)], inside, speeds, directions))
+        touched = np.unique(np.concatenate([p[1][p[2]] for p in plans]))
+        column_of = self._cache.lookup(touched, self._frames, self.map)
+        all_ends, scores, best_speed, best_direction, edge, covered, paths = [], [], [], [], [], [], []
+        for end_ids, keyframes, inside, speeds, directions in plans:
+            per_direction = len(speeds) // len(np.unique(directions))
+            sims = self._cache.values[rows[None, None, :], np.maximum(column_of[keyframes], 0)]
             z = np.where(inside, (sims - means) / sigmas, 0.0)
             mean_z = z.sum(axis=2) / inside.sum(axis=2)
-            pick = np.argmax(mean_z, axis=1)
+            pick = _middle_out(len(speeds))[np.argmax(mean_z[:, _middle_out(len(speeds))], axis=1)]
+            picked = np.arange(len(end_ids))
             all_ends.append(end_ids)
-            scores.append(mean_z[np.arange(len(end_ids)), pick])
-            best_speed.append(pick)
-            covered.append(inside.sum(axis=2)[np.arange(len(end_ids)), pick])
+            scores.append(mean_z[picked, pick])
+            best_speed.append(speeds[pick])
+            best_direction.append(directions[pick])
+            edge.append((per_direction > 1) & np.isin(pick % per_direction, (0, per_direction - 1)))
+            covered.append(inside.sum(axis=2)[picked, pick])
+            paths.append(np.where(inside[picked, pick], keyframes[picked, pick], -1))
         ends, scores = np.concatenate(all_ends), np.concatenate(scores)
-        picks, covered = np.concatenate(best_speed), np.concatenate(covered)
+        speed, direction = np.concatenate(best_speed), np.concatenate(best_direction)
+        edge, covered = np.concatenate(edge), np.concatenate(covered)
         order = np.argsort(-scores, kind="stable")
-        current = self._cache[rows[0], columns(ends)]
+        current = self._cache.values[rows[0], column_of[ends]]
         error = END_SCALE / math.sqrt(max(int(covered[order[0]]), 1))
         weights = np.exp(-0.5 * ((scores[order[0]] - scores) / error) ** 2)
-        return [Hypothesis(int(ends[i]), float(scores[i]), float(current[i]),
-                           float(self._speeds[picks[i]]), int(self._directions[picks[i]]),
-                           int(covered[i]), float(weights[i])) for i in order]
+        ranked = [Hypothesis(int(ends[i]), float(scores[i]), float(current[i]), float(speed[i]),
+                             int(direction[i]), int(covered[i]), float(weights[i])) for i in order]
+        return ranked, np.concatenate(paths)[order], bool(edge[order[0]])
 
-    def _agreed_end_first(self, ranked: List[Hypothesis], step: str) -> List[Hypothesis]:
-        """`ranked` with the end nearest the weighted mean position of the top's neighbours first."""
+    def _agreed_end_first(self, ranked: List[Hypothesis], step: str,
+                          at_edge: bool) -> List[Hypothesis]:
+        """`ranked` with the end nearest the weighted mean position of the top's neighbours on
+        its track first.
+
+        Ends are weighted by their score (`Hypothesis.weight`); once the recent top trajectories
+        (of sequences at least half full) give the robot's speed, ends that tie in score
+        (TIE_WEIGHT) are also weighted by how well their speed agrees with it (median over the
+        last `length` frames, a log-normal of one grid step): lines that pivot about the middle
+        of the window tie in score, and the robot's speed, which changes slowly, tells them apart.
+        """
+        grid = np.unique(self._grids[step][0])
+        if step != self._speeds_step:
+            self._recent_speeds.clear()
+            self._speeds_step = step
+        if ranked and not at_edge and 2 * len(self._frames) >= self.settings.length:
+            self._recent_speeds.append(math.log(ranked[0].speed))
         if len(ranked) < 2:
             return ranked
         top = ranked[0].keyframe_id
-        near = np.flatnonzero(~self._elsewhere(top, [h.keyframe_id for h in ranked], step)).tolist()
-        track = self.tracks.track(self.tracks.session_of[top])
+        ids = np.array([h.keyframe_id for h in ranked])
+        session = self.tracks.session_of[top]
+        near = np.flatnonzero((self.tracks.session_of[ids] == session) & ~self._apart(top, ids))
+        track = self.tracks.track(session)
         coords = track.coordinates(_track_step(step, track))
-        ids = np.array([ranked[i].keyframe_id for i in near])
-        where = coords[self.tracks.position_of[ids]]
+        where = coords[self.tracks.position_of[ids[near]]]
         weights = np.array([ranked[i].weight for i in near])
-        agreed = near[int(np.argmin(np.abs(where - weights @ where / weights.sum())))]
+        if len(grid) > 1 and len(self._recent_speeds) >= self.settings.warmup_length:
+            tied = weights >= TIE_WEIGHT
+            near, where, weights = near[tied], where[tied], weights[tied]
+            log_step = math.log(grid[1] / grid[0])
+            usual = float(np.median(self._recent_speeds))
+            speeds = np.log([ranked[i].speed for i in near])
+            weights = weights * np.exp(-0.5 * ((speeds - usual) / log_step) ** 2)
+            weights[0] = max(weights[0], 1e-12)
+        agreed = int(near[int(np.argmin(np.abs(where - weights @ where / weights.sum())))])
         return [ranked[agreed]] + ranked[:agreed] + ranked[agreed + 1:]
 
-    def _reset_cache(self) -> None:
-        self._cache = np.zeros((self.settings.length, CACHE_COLUMNS), np.float32)
-        self._valid = np.zeros((self.settings.length, CACHE_COLUMNS), bool)
-        self._column_of: Dict[int, int] = {}
+    def _margin(self, ranked: List[Hypothesis], paths: np.ndarray) -> float:
+        """Top score minus that of the best rival, or of the unseen bound when none was seen.
 
-    def _columns(self, keyframes: np.ndarray):
-        """Make sure every buffered frame's similarity to `keyframes` is cached; return a lookup."""
-        new = [int(k) for k in keyframes if int(k) not in self._column_of]
-        if len(self._column_of) + len(new) > CACHE_COLUMNS:
-            self._reset_cache()
-            new = [int(k) for k in keyframes]
-        for k in new:
-            self._column_of[k] = len(self._column_of)
-        cols = np.array([self._column_of[int(k)] for k in keyframes], dtype=np.int64)
-        rows = np.array([f.row for f in self._frames])
-        missing = ~self._valid[rows[:, None], cols[None, :]]
-        needed = missing.any(axis=0)
-        if needed.any():
-            vectors = self.map.descriptors(keyframes[needed])
-            for frame, row_missing in zip(self._frames, missing[:, needed]):
-                if row_missing.any():
-                    slots = cols[needed][row_missing]
-                    self._cache[frame.row, slots] = vectors[row_missing] @ frame.descriptor
-                    self._valid[frame.row, slots] = True
-        lookup = np.full(int(keyframes.max()) + 1, -1, dtype=np.int64)
-        lookup[keyframes] = cols
-        return lambda ids: lookup[ids]
-
-    def _margin(self, ranked: List[Hypothesis], step: str) -> float:
-        """Top score minus that of the best hypothesis ending elsewhere, or of the unseen bound."""
+        A rival runs through another stretch of the map: at every frame it pairs a keyframe at
+        another place than the top trajectory does. A line that crosses the top one (a steep or
+        slow one ending just outside the window) borrows the top's frames where they cross: it
+        is the same stretch, and counting it as a rival would tax every decision for the width
+        of the speed search.
+        """
         if not ranked:
             return float("-inf")
-        elsewhere = np.flatnonzero(self._elsewhere(ranked[0].keyframe_id,
-                                                   [h.keyframe_id for h in ranked[1:]], step))
-        if len(elsewhere):
-            return ranked[0].score - ranked[1 + int(elsewhere[0])].score
+        top, others = paths[0], paths[1:]
+        paired = (top >= 0) & (others >= 0)
+        apart = self._apart(np.where(paired, top, 0), np.where(paired, others, 0))
+        rivals = np.flatnonzero((apart | ~paired).all(axis=1))
+        if len(rivals):
+            return ranked[0].score - ranked[1 + int(rivals[0])].score
         return ranked[0].score - float(np.mean([f.floor for f in self._frames]))
 
-    def _elsewhere(self, keyframe_id: int, others, step: str) -> np.ndarray:
-        """(len(others),) bool: which keyframes lie outside the rival window of `keyframe_id`
-        (another session, or beyond the window in metres when both have poses and the step is
-        distance, in seconds otherwise); read from the record columns, not per-record objects."""
-        records, others = self.map.records, np.asarray(others, dtype=np.int64)
-        sessions, stamps, poses = records.session_codes, records.stamps, records.poses
-        apart_s = np.abs(stamps[others] - stamps[keyframe_id]) > self.settings.rival_window_s
-        if step == STEP_DISTANCE:
-            delta = poses[others, :3] - poses[keyframe_id, :3]
-            metric = ~np.isnan(delta).any(axis=1)
-            apart_m = np.linalg.norm(np.where(metric[:, None], delta, 0.0), axis=1)
-            apart_s = np.where(metric, apart_m > self.settings.rival_window_m, apart_s)
-        return (sessions[others] != sessions[keyframe_id]) | apart_s
+    def _apart(self, keyframes, others) -> np.ndarray:
+        return self.tracks.apart(keyframes, others, self.settings.rival_window_s,
+                                 self.settings.rival_window_m)
+
+
+def _speed_grid(low: float, high: float, steps: int, directions) -> np.ndarray:
+    """(2, n): speeds (geometric from low to high; their geometric mean for one step) and the
+    direction of each, every speed once per direction."""
+    speeds = np.geomspace(low, high, steps) if steps > 1 else np.array([math.sqrt(low * high)])
+    return np.array([[s for _ in directions for s in speeds],
+                     [d for d in directions for _ in speeds]], dtype=np.float64)
+
+
+def _middle_out(count: int) -> np.ndarray:
+    """Speed indices from the middle of the grid outwards: argmax over them breaks ties (a
+    single frame fits every speed alike) towards the nominal speed, not the grid's edge."""
+    return np.argsort(np.abs(np.arange(count) - (count - 1) / 2), kind="stable")
 
 
 def _track_step(step: str, track) -> str:
@@ -389,7 +531,7 @@ def _track_step(step: str, track) -> str:
 
 
 def _nearest(sorted_values: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Index of the value nearest to each target in an ascending, non-empty array."""
+    """Index of the value nearest to each target in an ascending (ties allowed), non-empty array."""
     if len(sorted_values) == 1:
         return np.zeros(np.shape(targets), dtype=np.int64)
     right = np.clip(np.searchsorted(sorted_values, targets), 1, len(sorted_values) - 1)

@@ -109,19 +109,32 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
     "sequence_warmup_length": _describe("after a (re)start, a sequence of n frames, fewer than "
                                         "this, clears the threshold with its margin times "
                                         "sqrt(n / this)", 1, 1000),
-    "sequence_speed_min": _describe("slowest relative speed tried (map distance, or map time, "
-                                    "per query distance or time)", 0.01, 100.0),
-    "sequence_speed_max": _describe("fastest relative speed tried", 0.01, 100.0),
+    "sequence_speed_min": _describe("slowest relative speed tried without odometry (map "
+                                    "seconds per query second: how much slower than when mapping "
+                                    "the robot may revisit)", 0.01, 100.0),
+    "sequence_speed_max": _describe("fastest relative speed tried without odometry", 0.01, 100.0),
     "sequence_speed_steps": _describe("speeds tried between min and max (geometric steps)", 1, 100),
+    "sequence_distance_speed_min": _describe("with odometry: slowest map metres per odometry "
+                                             "metre tried (odometry scale error)", 0.01, 100.0),
+    "sequence_distance_speed_max": _describe("with odometry: fastest map metres per odometry "
+                                             "metre tried", 0.01, 100.0),
+    "sequence_distance_speed_steps": _describe("with odometry: speeds tried between min and max",
+                                               1, 100),
     "sequence_reverse": _describe("also try travel against the direction the map was recorded in"),
     "sequence_threshold": _describe("minimum margin of the best trajectory over the best one "
-                                    "ending elsewhere (normalized similarity units)", 0.0, 100.0),
-    "sequence_rival_window_s": _describe("a rival trajectory ends farther than this along the "
-                                         "session (map seconds)", 0.01, DAY_S),
-    "sequence_rival_window_m": _describe("the same in metres, when keyframes and frames have "
-                                         "poses", 0.01, 100000.0),
-    "sequence_min_step_m": _describe("with poses, a frame closer than this to the previous one "
-                                     "replaces it (a parked robot is not a sequence)", 0.0, 1000.0),
+                                    "through another stretch of the map (normalized similarity "
+                                    "units)", 0.0, 100.0),
+    "sequence_rival_window_s": _describe("a rival trajectory lies farther than this from the "
+                                         "best along the route (map seconds, stops taken out)",
+                                         0.01, DAY_S),
+    "sequence_rival_window_m": _describe("the same in metres, when keyframes have poses", 0.01,
+                                         100000.0),
+    "sequence_min_step_m": _describe("with odometry, a frame closer than this to where the newest "
+                                     "frame's spot began replaces that frame (a parked robot is "
+                                     "not a sequence)", 0.0, 1000.0),
+    "sequence_stop_similarity": _describe("without odometry, a frame at least this cosine-similar "
+                                          "to the newest frame's spot replaces it and the "
+                                          "sequence clock waits (a stop; 1: off)", -1.0, 1.0),
     "verify": _describe("geometric verification (local features + RANSAC) of the best match; "
                         "needs a map built with verification on"),
     "verification_features": _describe("local features for verification", choices=FEATURE_TYPES),

@@ -1,0 +1,60 @@
+"""Revisits of a mapped route as a robot drives them: another speed, jittered stamps, lost frames,
+a stop.
+
+An aligned drive (keyframe j and query frame j show place j, as Gardens Point and Nordland are)
+becomes a stream of (place, stamp): keyframes are `map_step_s` apart, and the robot reaches place
+j after j * map_step_s / ratio seconds, so `ratio` is the map time per query time the sequence
+matcher must find (2: revisiting twice as fast as mapping). Jitter moves each stamp by up to
+`jitter` of a frame step, `drop` loses that share of frames, and the robot parks at `stop_at`
+(share of the route) for `stop_frames` frames that repeat the view it stopped at.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Revisit:
+    """How the route is driven again; `stream` turns it into frames."""
+
+    ratio: float = 1.0
+    jitter: float = 0.0
+    drop: float = 0.0
+    stop_at: Optional[float] = None
+    stop_frames: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ratio <= 0 or not 0 <= self.jitter < 0.5 or not 0 <= self.drop < 1:
+            raise ValueError("a revisit needs ratio > 0, jitter in [0, 0.5) and drop in [0, 1)")
+
+    @property
+    def name(self) -> str:
+        rough = ", jitter/drops/stop" if self.jitter or self.drop or self.stop_frames else ""
+        return f"{self.ratio:g}x{rough}"
+
+    def stream(self, places: Sequence[int], map_step_s: float = 1.0) -> List[Tuple[int, float]]:
+        """(place, stamp) of each frame the robot takes, in order."""
+        rng = np.random.default_rng(self.seed)
+        step = map_step_s / self.ratio
+        stop = None if self.stop_at is None else int(self.stop_at * (len(places) - 1))
+        frames: List[Tuple[int, float]] = []
+        clock = 0.0
+        for i, place in enumerate(places):
+            if not (self.drop and rng.random() < self.drop) or i == stop:
+                frames.append((int(place), clock + self.jitter * step * rng.uniform(-1.0, 1.0)))
+            clock += step
+            if i == stop:
+                for _ in range(self.stop_frames):
+                    frames.append((int(place), clock))
+                    clock += step
+        return frames
+
+
+ROUGH = dict(jitter=0.2, drop=0.1, stop_at=0.5, stop_frames=30)
+"""A rough revisit: stamps jittered by up to a fifth of a step, one frame in ten lost, and a stop
+of 30 frames half-way."""
+
+RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0)
+"""Revisit speeds, relative to mapping, that the sequence decision is held to."""
