@@ -203,6 +203,45 @@ def test_a_map_saved_by_the_list_of_keyframes_code_loads_and_saves_the_same_colu
             assert np.array_equal(saved[name], column, equal_nan=column.dtype.kind == "f"), name
 
 
+@pytest.mark.parametrize("kind", ["flat", "fp16", "sq8"])
+def test_search_before_an_id_finds_only_older_keyframes(kind):
+    vectors = bounded_rows(60, DIM)
+    kf_map = KeyframeMap.create(DIM, "m", index=kind)
+    kf_map.add(vectors, [Keyframe("day", float(i)) for i in range(60)])
+    scores, ids = kf_map.search(vectors[40:], 3, before_id=30)
+    assert ids.max() < 30 and (ids >= 0).all()
+    everywhere = kf_map.search(vectors[40:], 1)[1][:, 0]
+    assert np.array_equal(everywhere, np.arange(40, 60)), "without it the keyframe finds itself"
+
+
+def test_links_and_predecessor_similarities_are_kept_and_checked(tmp_path):
+    """A keyframe links to an older one showing its place (loop closure, session alignment);
+    its cosine with the keyframe added before it in its session marks the mapping robot's
+    stops. Both survive save and load; a link to a newer keyframe is refused."""
+    vectors = unit_rows(6)
+    kf_map = KeyframeMap.create(DIM, "m")
+    kf_map.add(vectors[:3], [Keyframe("day", float(i)) for i in range(3)])
+    kf_map.add(np.stack([vectors[0], vectors[1], vectors[1]]),
+               [Keyframe("night", 0.0, link=0), Keyframe("night", 1.0), Keyframe("day", 3.0)])
+    similarity = kf_map.records.prev_similarities.astype(float)
+    assert np.isnan(similarity[[0, 3]]).all(), "a session's first keyframe has no predecessor"
+    np.testing.assert_allclose(similarity[[1, 2]], np.sum(vectors[1:3] * vectors[:2], axis=1), atol=1e-3)
+    assert similarity[4] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-3)
+    assert similarity[5] == pytest.approx(float(vectors[1] @ vectors[2]), abs=1e-3), \
+        "the predecessor is the session's last keyframe, stored in an earlier add"
+    kf_map.link([4], [1])
+    assert kf_map.records.links.tolist() == [-1, -1, -1, 0, 1, -1]
+    assert kf_map.record(3).link == 0
+    with pytest.raises(ValueError, match="older keyframe"):
+        kf_map.link([2], [4])
+    with pytest.raises(ValueError, match="older keyframe"):
+        kf_map.add(vectors[:1], [Keyframe("day", 9.0, link=6)])
+    kf_map.save(tmp_path / "map")
+    loaded = KeyframeMap.load(tmp_path / "map")
+    assert loaded.records.links.tolist() == [-1, -1, -1, 0, 1, -1]
+    np.testing.assert_array_equal(loaded.records.prev_similarities, kf_map.records.prev_similarities)
+
+
 def test_fp16_index_scores_match_exact(tmp_path):
     exact, half = KeyframeMap.create(DIM, "m"), KeyframeMap.create(DIM, "m", index="fp16")
     for kf_map in (exact, half):
@@ -275,6 +314,8 @@ def test_ivfpq_stays_exact_until_enough_vectors_then_trains_and_persists(tmp_pat
     decoded = kf_map.descriptors(ids)
     np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, rtol=1e-5)
     assert np.all(np.sum(decoded * vectors[ids], axis=1) > 0.9)
+    older = kf_map.search(noisy[-20:], 5, before_id=100)[1]
+    assert older.max() < 100 and (older >= 0).all(), "before_id keeps to older ids, codes too"
     kf_map.save(tmp_path / "pq")
     loaded = KeyframeMap.load(tmp_path / "pq")
     assert loaded.index_summary() == kf_map.index_summary()

@@ -1,13 +1,16 @@
 """`vpr-ros build-map`: embed every N-th frame of a folder, video or rosbag2 into a keyframe map.
 
-An existing map directory is extended with a new session (a night drive added to a day map);
-the map is saved atomically once all frames are in. With a trajectory (TUM file, bag pose
+An existing map directory is extended with a new session (a night drive added to a day map),
+whose keyframes are then linked to the places the map already held where their sequences match
+(so sequence matching counts both sessions of a place as one place); the map is saved
+atomically once all frames are in. With a trajectory (TUM file, bag pose
 topic or TF) each keyframe stores its pose, so the map can relocalize.
 """
 import argparse
 from pathlib import Path
 
 from vpr_ros.commands import backend_option, pose_options
+from vpr_ros.localization.session_links import link_session
 from vpr_ros.localization.verification import FEATURE_TYPES, GeometricVerifier
 from vpr_ros.mapping import INDEX_KINDS, KeyframeMap
 from vpr_ros.mapping.builder import add_frames
@@ -74,10 +77,14 @@ def run(args) -> int:
     added = len(ids)
     if not added:
         raise ValueError(f"no usable frames in {args.source}; nothing was added to the map")
+    linked = link_session(kf_map, ids)
     kf_map.save(out)
     print(f"map {out}: added {added} keyframes as session {session!r} ({skipped} frames skipped); "
           f"{len(kf_map)} keyframes in {len(kf_map.sessions)} sessions, index "
           f"{kf_map.index_summary()}")
+    if min(ids) > 0:
+        print(f"{linked} of {added} keyframes linked to places the map already held (sequence "
+              f"decisions at the engine defaults)")
     if poses is not None:
         print(poses.summary())
     return 0

@@ -13,6 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vpr_ros.evaluation.sequence_retrieval import sequence_ranking
+
 
 @dataclass(frozen=True)
 class Revisit:
@@ -58,3 +60,22 @@ of 30 frames half-way."""
 
 RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0)
 """Revisit speeds, relative to mapping, that the sequence decision is held to."""
+
+
+def stream_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,
+                   places: Optional[Sequence[int]] = None, mapped: Optional[Sequence[int]] = None,
+                   shortlist: int = 10) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Map the places `mapped` (default all; keyframe j shows place mapped[j], 1 s apart), drive
+    `places` (default all) again as `revisit` says, and match each frame's sequence.
+
+    Returns per frame: the place it shows, the matcher's evidence, and the place of the end it
+    reported first (-1 when none)."""
+    mapped = np.arange(len(db)) if mapped is None else np.asarray(mapped, dtype=np.int64)
+    places = np.arange(len(queries)) if places is None else np.asarray(places, dtype=np.int64)
+    frames = revisit.stream(places)
+    shown = np.array([place for place, _ in frames], dtype=np.int64)
+    stamps = np.array([stamp for _, stamp in frames])
+    evidence, ranked = sequence_ranking(db[mapped], queries, settings, shortlist, 1, order=shown,
+                                        stamps=stamps)
+    reported = np.where(ranked[:, 0] >= 0, mapped[np.maximum(ranked[:, 0], 0)], -1)
+    return shown, evidence, reported

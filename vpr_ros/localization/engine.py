@@ -259,7 +259,12 @@ class LocalizationEngine:
         best = Candidate(keyframe.id, keyframe.session, keyframe.stamp, hypothesis.similarity,
                          hypothesis.score)
         decision.temporal_count = result.length
-        if result.evidence < cfg.sequence_threshold:
+        if result.at_speed_edge:
+            decision.reason = d.REASON_SEQUENCE_SPEED_EDGE
+            decision.detail = (f"the best trajectory runs at {hypothesis.speed:.2f}x, an end of the "
+                               f"speeds searched ({self._speed_range(result.step)}): it may go on "
+                               f"beyond them, so it is no evidence (a stop, or widen the range)")
+        elif result.evidence < cfg.sequence_threshold:
             warmup = cfg.sequence_warmup_length
             if result.length < warmup:
                 decision.reason = d.REASON_SEQUENCE_SHORT
@@ -276,6 +281,13 @@ class LocalizationEngine:
             decision.best = best
             return None
         return best
+
+    def _speed_range(self, step: str) -> str:
+        cfg = self.config
+        if step == "distance":
+            return (f"sequence_distance_speed_min..max {cfg.sequence_distance_speed_min:g}.."
+                    f"{cfg.sequence_distance_speed_max:g}")
+        return f"sequence_speed_min..max {cfg.sequence_speed_min:g}..{cfg.sequence_speed_max:g}"
 
     def _verify(self, image, keyframe: Keyframe, features: list) -> VerificationResult:
         method = self.verifier.method
@@ -355,8 +367,9 @@ class LocalizationEngine:
             features[0] = features[0] or self.verifier.extract(image)
         thumbnail = encode_thumbnail(image, cfg.thumbnail_long_side) \
             if cfg.store_thumbnails and image is not None else None
+        link = decision.best.keyframe_id if decision.accepted else -1
         record = Keyframe(cfg.session, decision.stamp, decision.frame_id, pose, cfg.condition,
-                          thumbnail, features[0])
+                          thumbnail, features[0], link)
         new_id = int(self.map.add(query, [record])[0])
         self.policy.added(decision.stamp, pose)
         self._recent.append((new_id, decision.stamp, self._travelled))

@@ -47,7 +47,7 @@ reported first is the one nearest their weighted mean position along the track.
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -61,9 +61,8 @@ END_SCALE = 0.25
 differ far more precisely than one mean is known (chosen on Gardens Point places 0-99 for the
 pose covariance, 2-sigma coverage 0.98 and 0.99; see docs/results.md)."""
 
-TIE_WEIGHT = 0.1
-"""The speed of recent trajectories picks among ends whose score weight is at least this (within
-about half a standard error of the top): it settles near-ties, it does not overrule the scores."""
+RECENT_FRAMES = 7.0
+"""The reported end leans on the last frames: frame weights fall by e every this many frames."""
 
 RESTART_START = "start"
 RESTART_GAP = "gap"
@@ -87,11 +86,11 @@ class SequenceSettings:
     margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`).
     """
 
-    length: int = 20
-    warmup_length: int = 5
+    length: int = 30
+    warmup_length: int = 30
     speed_min: float = 0.4
     speed_max: float = 2.5
-    speed_steps: int = 15
+    speed_steps: int = 11
     distance_speed_min: float = 0.8
     distance_speed_max: float = 1.25
     distance_speed_steps: int = 5
@@ -179,38 +178,35 @@ class _QueryFrame:
 
 
 class _SimilarityCache:
-    """q_i·d_k for buffered frame rows i and keyframes k, computed once per pair.
+    """z_i(k) = (q_i·d_k − μ_i) / σ_i for buffered frame rows i and keyframes k, computed once
+    per pair.
 
-    Columns are assigned to keyframes on first use and kept until the cache is full, then all are
-    dropped; it grows when one frame's hypotheses alone touch more keyframes than it holds.
+    Columns are assigned to keyframes on first use. When the cache is full, the columns of the
+    keyframes asked for now are packed to the front and the rest dropped; it doubles when the
+    keyframes of one lookup alone do not fit.
     """
 
     def __init__(self, rows: int, columns: int = 8192):
         self.values = np.zeros((rows, columns), np.float32)
         self.valid = np.zeros((rows, columns), bool)
         self.column_of = np.full(0, -1, np.int64)
+        self.keyframe_of = np.full(columns, -1, np.int64)
         self.used = 0
 
     def forget_row(self, row: int) -> None:
         self.valid[row] = False
 
     def lookup(self, keyframes: np.ndarray, frames: Sequence[_QueryFrame], keyframe_map) -> np.ndarray:
-        """Columns of `keyframes` (unique ids) with every frame's similarity filled in; the
-        returned array maps any keyframe id up to the map size to its column (-1: not cached)."""
+        """Columns of `keyframes` (unique ids) with every frame's z filled in; the returned
+        array maps any keyframe id up to the map size to its column (-1: not cached)."""
         if len(self.column_of) < len(keyframe_map):
             self.column_of = np.concatenate([self.column_of, np.full(
                 len(keyframe_map) - len(self.column_of), -1, np.int64)])
         new = keyframes[self.column_of[keyframes] < 0]
         if self.used + len(new) > self.values.shape[1]:
-            self.column_of[:] = -1
-            self.valid[:] = False
-            self.used = 0
-            new = keyframes
-            if len(new) > self.values.shape[1]:
-                rows, columns = self.values.shape
-                size = 1 << int(len(new) - 1).bit_length()
-                self.values, self.valid = np.zeros((rows, size), np.float32), np.zeros((rows, size), bool)
+            self._keep_only(keyframes[self.column_of[keyframes] >= 0], len(new))
         self.column_of[new] = self.used + np.arange(len(new))
+        self.keyframe_of[self.used:self.used + len(new)] = new
         self.used += len(new)
         cols = self.column_of[keyframes]
         rows = np.array([f.row for f in frames])
@@ -221,9 +217,27 @@ class _SimilarityCache:
             for frame, row_missing in zip(frames, missing[:, needed]):
                 if row_missing.any():
                     slots = cols[needed][row_missing]
-                    self.values[frame.row, slots] = vectors[row_missing] @ frame.descriptor
+                    similarity = vectors[row_missing] @ frame.descriptor
+                    self.values[frame.row, slots] = (similarity - frame.mean) / frame.sigma
                     self.valid[frame.row, slots] = True
         return self.column_of
+
+    def _keep_only(self, keep: np.ndarray, room: int) -> None:
+        """Pack the columns of `keep` to the front, drop the rest, and make room for `room` more."""
+        old = self.column_of[keep]
+        self.column_of[self.keyframe_of[:self.used]] = -1
+        size = max(self.values.shape[1], 1 << int(len(keep) + room - 1).bit_length())
+        values, valid = np.zeros((len(self.values), size), np.float32), np.zeros((len(self.values), size), bool)
+        values[:, :len(keep)], valid[:, :len(keep)] = self.values[:, old], self.valid[:, old]
+        self.values, self.valid = values, valid
+        self.keyframe_of = np.full(size, -1, np.int64)
+        self.keyframe_of[:len(keep)] = keep
+        self.column_of[keep] = np.arange(len(keep))
+        self.used = len(keep)
+
+    def gather(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """values[rows, columns] broadcast (rows along the last axis), as one flat take."""
+        return np.take(self.values.reshape(-1), rows * self.values.shape[1] + columns)
 
 
 class SequenceMatcher:
@@ -256,8 +270,6 @@ class SequenceMatcher:
         self._sample_size = -1
         self._restart: Optional[str] = RESTART_START
         self._cache = _SimilarityCache(settings.length)
-        self._recent_speeds: Deque[float] = deque(maxlen=settings.length)
-        self._speeds_step = STEP_TIME
         self.last: Optional[SequenceResult] = None
 
     def reset(self) -> None:
@@ -283,12 +295,12 @@ class SequenceMatcher:
         query = np.ascontiguousarray(descriptor, dtype=np.float32).reshape(-1)
         self._add(stamp, xyz, query, shortlist, shortlist_scores)
         step = self._step()
-        ranked, paths, at_edge = self._rank(step)
-        margin, length = self._margin(ranked, paths), len(self._frames)
+        ranking = self._rank(step)
+        margin, length = self._margin(ranking), len(self._frames)
         warmup = self.settings.warmup_length
-        evidence = 0.0 if at_edge else margin * math.sqrt(min(length, warmup) / warmup)
-        self.last = SequenceResult(self._agreed_end_first(ranked, step, at_edge), margin, length,
-                                   step, restart, evidence, at_edge)
+        evidence = 0.0 if ranking.at_edge else margin * math.sqrt(min(length, warmup) / warmup)
+        self.last = SequenceResult(self._agreed_end_first(ranking, step), margin, length, step,
+                                   restart, evidence, ranking.at_edge)
         return self.last
 
     def _add(self, stamp: float, xyz: Optional[np.ndarray], query: np.ndarray,
@@ -329,7 +341,6 @@ class SequenceMatcher:
         return reason
 
     def _drop_frames(self) -> None:
-        self._recent_speeds.clear()
         while self._frames:
             self._release(self._frames.pop())
 
@@ -395,120 +406,166 @@ class SequenceMatcher:
             ends.append(track.ids[_nearest(coords, target)].ravel())
         return np.unique(np.concatenate(ends))
 
-    def _rank(self, step: str) -> Tuple[List[Hypothesis], np.ndarray, bool]:
-        """Best hypothesis per end keyframe, best first; their paths ((n, L) keyframe paired
-        with each buffered frame, -1 beyond the track); whether the top one runs at the slowest
-        or fastest speed of its grid."""
+    def _rank(self, step: str) -> "_Ranking":
+        """Best hypothesis per end keyframe, best first, with their trajectories (see _Ranking).
+
+        Each end's speed is the best of its grid, then of the two speeds half a grid step either
+        side of that one: a speed between grid steps would otherwise misplace the oldest frames
+        by up to half a step of the window's span and pull the end off by a keyframe or more.
+        """
         offsets = {STEP_TIME: self._offsets(STEP_TIME)}
         if step == STEP_DISTANCE:
             offsets[STEP_DISTANCE] = self._offsets(STEP_DISTANCE)
         ends = self._end_candidates(offsets)
         if not len(ends):
-            return [], np.zeros((0, len(self._frames)), np.int64), False
+            empty = np.zeros((0, len(self._frames)))
+            return _Ranking([], empty.astype(np.int64), empty, np.zeros(0), False)
         rows = np.array([f.row for f in self._frames])
-        means = np.array([f.mean for f in self._frames])
-        sigmas = np.array([f.sigma for f in self._frames])
-        plans = []
-        for s in np.unique(self.tracks.session_of[ends]):
-            track = self.tracks.track(s)
-            track_step = _track_step(step, track)
-            coords, spacing = track.coordinates(track_step), track.spacing[track_step]
-            end_ids = ends[self.tracks.session_of[ends] == s]
-            speeds, directions = self._grids[track_step]
-            signed = (directions * speeds)[None, :, None]
-            ends_at = coords[self.tracks.position_of[end_ids]][:, None, None]
-            targets = ends_at - signed * offsets[track_step][None, None, :]
-            inside = (targets >= coords[0] - spacing) & (targets <= coords[-1] + spacing)
-            inside[:, :, 0] = True
-            plans.append((end_ids, track.ids[_nearest(coords, targets)], inside, speeds, directions))
-        touched = np.unique(np.concatenate([p[1][p[2]] for p in plans]))
-        column_of = self._cache.lookup(touched, self._frames, self.map)
-        all_ends, scores, best_speed, best_direction, edge, covered, paths = [], [], [], [], [], [], []
-        for end_ids, keyframes, inside, speeds, directions in plans:
-            per_direction = len(speeds) // len(np.unique(directions))
-            sims = self._cache.values[rows[None, None, :], np.maximum(column_of[keyframes], 0)]
-            z = np.where(inside, (sims - means) / sigmas, 0.0)
-            mean_z = z.sum(axis=2) / inside.sum(axis=2)
-            pick = _middle_out(len(speeds))[np.argmax(mean_z[:, _middle_out(len(speeds))], axis=1)]
-            picked = np.arange(len(end_ids))
-            all_ends.append(end_ids)
-            scores.append(mean_z[picked, pick])
-            best_speed.append(speeds[pick])
-            best_direction.append(directions[pick])
-            edge.append((per_direction > 1) & np.isin(pick % per_direction, (0, per_direction - 1)))
-            covered.append(inside.sum(axis=2)[picked, pick])
-            paths.append(np.where(inside[picked, pick], keyframes[picked, pick], -1))
-        ends, scores = np.concatenate(all_ends), np.concatenate(scores)
-        speed, direction = np.concatenate(best_speed), np.concatenate(best_direction)
-        edge, covered = np.concatenate(edge), np.concatenate(covered)
+        sessions = [(s, ends[self.tracks.session_of[ends] == s])
+                    for s in np.unique(self.tracks.session_of[ends])]
+        grid = [self._lay_out(s, step, end_ids, offsets, None) for s, end_ids in sessions]
+        column_of = self._cache.lookup(np.concatenate([g[3] for g in grid]), self._frames, self.map)
+        picks = []
+        for keyframes, inside, signed, _ in grid:
+            per_direction = signed.shape[1] // len(np.unique(np.sign(signed)))
+            best = self._best(rows, column_of, keyframes, inside, signed)
+            at_edge = (per_direction > 1) & np.isin(best[0] % per_direction, (0, per_direction - 1))
+            picks.append((best, at_edge))
+        refined = [self._lay_out(s, step, end_ids, offsets, best[2])
+                   for (s, end_ids), (best, _) in zip(sessions, picks)]
+        column_of = self._cache.lookup(np.concatenate([r[3] for r in refined]), self._frames, self.map)
+        found = []
+        for (s, end_ids), (keyframes, inside, signed, _), (grid_best, at_edge) in zip(sessions, refined, picks):
+            half_step = self._best(rows, column_of, keyframes, inside, signed)
+            better = half_step[1] > grid_best[1]
+            found.append((end_ids,) + tuple(np.where(better.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+                                            for a, b in zip(half_step[1:-1], grid_best[1:-1]))
+                         + (np.maximum(half_step[-1], grid_best[-1]), at_edge))
+        ends, scores, signed, covered, paths, path_z, recent, edge = (
+            np.concatenate(c) for c in zip(*found))
         order = np.argsort(-scores, kind="stable")
-        current = self._cache.values[rows[0], column_of[ends]]
+        newest = self._frames[0]
+        current = self._cache.gather(rows[0], column_of[ends]) * newest.sigma + newest.mean
         error = END_SCALE / math.sqrt(max(int(covered[order[0]]), 1))
         weights = np.exp(-0.5 * ((scores[order[0]] - scores) / error) ** 2)
-        ranked = [Hypothesis(int(ends[i]), float(scores[i]), float(current[i]), float(speed[i]),
-                             int(direction[i]), int(covered[i]), float(weights[i])) for i in order]
-        return ranked, np.concatenate(paths)[order], bool(edge[order[0]])
+        ranked = [Hypothesis(int(ends[i]), float(scores[i]), float(current[i]), float(abs(signed[i])),
+                             int(np.sign(signed[i])), int(covered[i]), float(weights[i])) for i in order]
+        return _Ranking(ranked, paths[order], path_z[order], recent[order], bool(edge[order[0]]))
 
-    def _agreed_end_first(self, ranked: List[Hypothesis], step: str,
-                          at_edge: bool) -> List[Hypothesis]:
-        """`ranked` with the end nearest the weighted mean position of the top's neighbours on
-        its track first.
+    def _lay_out(self, session: int, step: str, end_ids: np.ndarray, offsets: Dict[str, np.ndarray],
+                 around: Optional[np.ndarray]):
+        """Trajectories ending at `end_ids` on one session's track: at every signed speed of the
+        grid (`around` None), or half a grid step either side of each end's speed `around`.
+        Returns the keyframe paired with each frame (n, speeds, L), whether that pairing falls
+        on the track, the signed speeds (n, speeds) and the distinct keyframes paired."""
+        track = self.tracks.track(session)
+        track_step = _track_step(step, track)
+        coords, spacing = track.coordinates(track_step), track.spacing[track_step]
+        speeds, directions = self._grids[track_step]
+        if around is None:
+            signed = (directions * speeds)[None, :]
+        else:
+            half = math.sqrt(speeds.max() / speeds.min()) ** (1.0 / max(len(np.unique(speeds)) - 1, 1))
+            magnitude = np.clip(np.abs(around)[:, None] * np.array([1.0 / half, half]),
+                                speeds.min(), speeds.max())
+            signed = np.sign(around)[:, None] * magnitude
+        ends_at = coords[self.tracks.position_of[end_ids]][:, None, None]
+        targets = ends_at - signed[:, :, None] * offsets[track_step][None, None, :]
+        inside = (targets >= coords[0] - spacing) & (targets <= coords[-1] + spacing)
+        inside[:, :, 0] = True
+        at = _nearest(coords, targets)
+        hit = np.zeros(len(track.ids), bool)
+        hit[at[inside]] = True
+        return track.ids[at], inside, np.broadcast_to(signed, targets.shape[:2]), track.ids[hit]
 
-        Ends are weighted by their score (`Hypothesis.weight`); once the recent top trajectories
-        (of sequences at least half full) give the robot's speed, ends that tie in score
-        (TIE_WEIGHT) are also weighted by how well their speed agrees with it (median over the
-        last `length` frames, a log-normal of one grid step): lines that pivot about the middle
-        of the window tie in score, and the robot's speed, which changes slowly, tells them apart.
+    def _best(self, rows: np.ndarray, column_of: np.ndarray, keyframes: np.ndarray,
+              inside: np.ndarray, signed: np.ndarray):
+        """Per end, the best of its laid-out trajectories (ties to the middle speed): (its
+        index, mean z, signed speed, frames on the track, paired keyframes with -1 off the
+        track, each frame's z), and the best recency-weighted mean z of any of them."""
+        z = np.where(inside, self._cache.gather(rows, column_of[keyframes]), 0.0)
+        counts = inside.sum(axis=2)
+        mean_z = z.sum(axis=2) / counts
+        order = _middle_out(signed.shape[1])
+        pick = order[np.argmax(mean_z[:, order], axis=1)]
+        one = np.arange(len(pick))
+        age = _recency(len(rows))
+        recent = (z * age).sum(axis=2) / (inside * age).sum(axis=2)
+        return (pick, mean_z[one, pick], signed[one, pick], counts[one, pick],
+                np.where(inside[one, pick], keyframes[one, pick], -1), z[one, pick],
+                recent.max(axis=1))
+
+    def _agreed_end_first(self, ranking: "_Ranking", step: str) -> List[Hypothesis]:
+        """The ranked hypotheses with the end where the robot is now first: among those that end
+        at the top's place, the one nearest the weighted mean position of the ends that best
+        explain the *recent* frames.
+
+        The top score says which stretch of the map the sequence lies on; where along it the
+        robot is now, the last frames tell. Lines that pivot about the middle of the window tie
+        in score, and after a speed change the line that fits the older frames wins while its
+        end lags. So each end weighs by its best recency-weighted mean z (frames count
+        exp(-age / RECENT_FRAMES)): exp(-((best - its) / (END_SCALE / sqrt(n)))^2 / 2), n the
+        effective count of those frame weights.
         """
-        grid = np.unique(self._grids[step][0])
-        if step != self._speeds_step:
-            self._recent_speeds.clear()
-            self._speeds_step = step
-        if ranked and not at_edge and 2 * len(self._frames) >= self.settings.length:
-            self._recent_speeds.append(math.log(ranked[0].speed))
+        ranked = ranking.ranked
         if len(ranked) < 2:
             return ranked
         top = ranked[0].keyframe_id
         ids = np.array([h.keyframe_id for h in ranked])
         session = self.tracks.session_of[top]
         near = np.flatnonzero((self.tracks.session_of[ids] == session) & ~self._apart(top, ids))
+        age = _recency(ranking.paths.shape[1])
+        recent = ranking.recent[near]
+        error = END_SCALE * np.sqrt((age ** 2).sum()) / age.sum()
+        weights = np.exp(-0.5 * ((recent.max() - recent) / error) ** 2)
         track = self.tracks.track(session)
-        coords = track.coordinates(_track_step(step, track))
-        where = coords[self.tracks.position_of[ids[near]]]
-        weights = np.array([ranked[i].weight for i in near])
-        if len(grid) > 1 and len(self._recent_speeds) >= self.settings.warmup_length:
-            tied = weights >= TIE_WEIGHT
-            near, where, weights = near[tied], where[tied], weights[tied]
-            log_step = math.log(grid[1] / grid[0])
-            usual = float(np.median(self._recent_speeds))
-            speeds = np.log([ranked[i].speed for i in near])
-            weights = weights * np.exp(-0.5 * ((speeds - usual) / log_step) ** 2)
-            weights[0] = max(weights[0], 1e-12)
+        where = track.coordinates(_track_step(step, track))[self.tracks.position_of[ids[near]]]
         agreed = int(near[int(np.argmin(np.abs(where - weights @ where / weights.sum())))])
         return [ranked[agreed]] + ranked[:agreed] + ranked[agreed + 1:]
 
-    def _margin(self, ranked: List[Hypothesis], paths: np.ndarray) -> float:
+    def _margin(self, ranking: "_Ranking") -> float:
         """Top score minus that of the best rival, or of the unseen bound when none was seen.
 
-        A rival runs through another stretch of the map: at every frame it pairs a keyframe at
-        another place than the top trajectory does. A line that crosses the top one (a steep or
-        slow one ending just outside the window) borrows the top's frames where they cross: it
-        is the same stretch, and counting it as a rival would tax every decision for the width
-        of the speed search.
+        A rival ends at another place than the top trajectory, and it is scored on its own
+        evidence: frames it pairs with a keyframe at the place the top trajectory pairs them
+        with count 0. A line that crosses the top one (a steep or slow one ending just outside
+        the window) would otherwise borrow the top's frames where they cross and tax every
+        decision for the width of the speed search.
         """
+        ranked = ranking.ranked
         if not ranked:
             return float("-inf")
-        top, others = paths[0], paths[1:]
+        top, others, z = ranking.paths[0], ranking.paths[1:], ranking.path_z[1:]
         paired = (top >= 0) & (others >= 0)
-        apart = self._apart(np.where(paired, top, 0), np.where(paired, others, 0))
-        rivals = np.flatnonzero((apart | ~paired).all(axis=1))
-        if len(rivals):
-            return ranked[0].score - ranked[1 + int(rivals[0])].score
+        apart = self._apart(np.where(paired, top, 0), np.where(paired, others, 0)) | ~paired
+        ends_apart = np.flatnonzero(apart[:, 0])
+        if len(ends_apart):
+            covered = np.array([h.length for h in ranked[1:]])[ends_apart]
+            own = (z[ends_apart] * apart[ends_apart]).sum(axis=1) / covered
+            return ranked[0].score - float(own.max())
         return ranked[0].score - float(np.mean([f.floor for f in self._frames]))
 
     def _apart(self, keyframes, others) -> np.ndarray:
         return self.tracks.apart(keyframes, others, self.settings.rival_window_s,
                                  self.settings.rival_window_m)
+
+
+class _Ranking(NamedTuple):
+    """Hypotheses best first, and along each: `paths` (n, L) the keyframe paired with each
+    buffered frame (-1 beyond the track), `path_z` (n, L) that frame's z, `recent` (n,) the best
+    recency-weighted mean z of any trajectory to that end; `at_edge`: the top one runs at the
+    slowest or fastest speed of its grid."""
+
+    ranked: List[Hypothesis]
+    paths: np.ndarray
+    path_z: np.ndarray
+    recent: np.ndarray
+    at_edge: bool
+
+
+def _recency(count: int) -> np.ndarray:
+    """Weights of the buffered frames, newest first, for where the robot is now."""
+    return np.exp(-np.arange(count) / RECENT_FRAMES)
 
 
 def _speed_grid(low: float, high: float, steps: int, directions) -> np.ndarray:
