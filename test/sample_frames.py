@@ -5,6 +5,7 @@ Used by the node tests and the launch test, so both run on a fresh clone.
 import array
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
@@ -33,6 +34,22 @@ def sample_messages(count: int, traversal: str = "day_right"):
             frame_id="camera"),
         format="jpeg", data=np.frombuffer(path.read_bytes(), np.uint8))
         for i, path in enumerate(paths)]
+
+
+class PixelEmbedder:
+    """Embedder contract with a tiny raw-pixel descriptor: enough to exercise the node's wiring."""
+
+    dim = 32 * 16
+    fingerprint = "test-pixels-32x16"
+
+    def embed(self, images):
+        rows = []
+        for image in images:
+            grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 16),
+                              interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+            grey -= grey.mean()
+            rows.append(grey / (np.linalg.norm(grey) + 1e-9))
+        return np.stack(rows).astype(np.float32)
 
 
 def trajectory_pose(i: int):
