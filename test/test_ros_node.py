@@ -1,5 +1,6 @@
-"""vpr_node behaviour on the bundled sample: ROS-free parts here; the rclpy end-to-end test
-skips without ROS 2."""
+"""vpr_node behaviour on the bundled sample, ROS-free: buffer, diagnostics, match image, frame
+processor, engine setup, the console script outside ROS 2, and what the launch test expects.
+Under rclpy: test_ros_node_rclpy.py and test_ros_node_process.py."""
 import json
 import os
 import shutil
@@ -11,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sample_frames import (PixelEmbedder, build_map, processor_for, sample_messages,
-                           trajectory_pose)
+from sample_frames import (PixelEmbedder, build_map, node_parameters, processor_for, replay,
+                           sample_messages, small_checkpoint, trajectory_pose)
 from vpr_ros.localization import EngineConfig, LocalizationEngine
 from vpr_ros.mapping import KeyframeMap, MapMismatchError
 from vpr_ros.mapping.thumbnail import decode_thumbnail, encode_thumbnail
@@ -416,3 +417,16 @@ def test_only_missing_ros_modules_count_as_an_unsourced_shell():
         assert is_ros_module(name), name
     for name in ("faiss", "torch", "vpr_ros.ros.conversions"):
         assert not is_ros_module(name), name
+
+
+def test_launch_test_parameters_accept_each_published_frame_at_its_own_keyframe(tmp_path):
+    """What test_launch_localize.py (launch_testing, needs a ROS 2 install) expects of the
+    launched node, checked here without ROS: same model, map, parameters and replay."""
+    from vpr_ros.runtime.embedder import load_embedder
+
+    checkpoint = small_checkpoint(tmp_path / "model.pt")
+    build_map(load_embedder(checkpoint, backend="torch"), sample_messages(12), tmp_path / "map")
+    decisions = replay(node_parameters(model=str(checkpoint), map_path=str(tmp_path / "map"),
+                                       backend="torch", use_compressed=True), sample_messages(6))
+    assert [(d.accepted, d.best.keyframe_id) for d in decisions] == [(True, i) for i in range(6)]
+    assert all(d.pose is not None for d in decisions), "relocalizations for every frame"
