@@ -35,6 +35,27 @@ def wait_for(condition, timeout_s: float = 30.0):
     return condition()
 
 
+RESEND_AFTER_S = 5.0
+"""The node's image subscription is best effort (sensor-data QoS): a message sent right after
+discovery may be lost, so one not answered in this time is sent again."""
+
+
+def send_until_answered(publisher, msg, answers: list, timeout_s: float = 60.0,
+                        resend_after_s: float = RESEND_AFTER_S):
+    """Publish `msg` until a new entry of `answers` carries its header stamp; that entry."""
+    count = len(answers)
+
+    def answered():
+        return any(a.header.stamp == msg.header.stamp for a in answers[count:])
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        publisher.publish(msg)
+        if wait_for(answered, min(resend_after_s, deadline - time.monotonic())):
+            return next(a for a in answers[count:] if a.header.stamp == msg.header.stamp)
+    raise AssertionError(f"no answer to the image stamped {msg.header.stamp} in {timeout_s} s")
+
+
 class RosHarness:
     """One rclpy context with a multi-threaded executor spinning in a thread, and a probe node
     that publishes images and records what the node under test sends."""

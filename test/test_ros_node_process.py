@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_harness import RosHarness, import_ros, wait_for
+from ros_harness import RosHarness, import_ros, send_until_answered, wait_for
 from sample_frames import sample_messages, small_checkpoint, to_rclpy_compressed
 from vpr_ros.mapping import KeyframeMap
 from vpr_ros.mapping.lock import MapWriterLock
@@ -59,16 +59,12 @@ def test_sigkill_in_mapping_mode_loses_at_most_one_autosave_period(checkpoint, t
                         STARTUP_TIMEOUT_S) and node.poll() is None, log.read_text()
         messages = sample_messages(8)
         for msg in messages:
-            count = len(closures)
-            images.publish(to_rclpy_compressed(msg))
-            assert wait_for(lambda: len(closures) > count, 60.0), log.read_text()
+            send_until_answered(images, to_rclpy_compressed(msg), closures, 120.0, 10.0)
         added = sum(c.keyframe_added >= 0 for c in closures)
         assert added == len(messages), "one keyframe per frame (keyframe_interval_s 0.5)"
         assert wait_for(lambda: _map_size(map_dir) == added, 10 * AUTOSAVE_S), log.read_text()
         for msg in sample_messages(3, "night_right"):  # more mapping, then killed mid-period
-            count = len(closures)
-            images.publish(to_rclpy_compressed(msg))
-            assert wait_for(lambda: len(closures) > count, 60.0)
+            send_until_answered(images, to_rclpy_compressed(msg), closures, 120.0, 10.0)
         node.send_signal(signal.SIGKILL)
         assert node.wait(timeout=30) == -signal.SIGKILL
     finally:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from ros_harness import RosHarness, import_ros, wait_for
+from ros_harness import RosHarness, import_ros, send_until_answered, wait_for
 from sample_frames import (PixelEmbedder, build_map, processor_for, sample_messages,
                            to_rclpy_compressed, trajectory_pose)
 from vpr_ros.localization import EngineConfig, LocalizationEngine
@@ -89,10 +89,7 @@ class Stream:
         assert wait_for(lambda: self.publisher.get_subscription_count() > 0, 10.0)
 
     def send(self, msg) -> LoopClosure:
-        count = len(self.closures)
-        self.publisher.publish(msg)
-        assert wait_for(lambda: len(self.closures) > count), "no loop closure for the frame"
-        return self.closures[-1]
+        return send_until_answered(self.publisher, msg, self.closures)
 
     def send_all(self, messages) -> list:
         return [self.send(to_rclpy_compressed(m)) for m in messages]

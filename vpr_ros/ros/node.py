@@ -194,15 +194,25 @@ class VprNodeBehaviour:
                 and self._processor.has_unsaved_keyframes:
             try:
                 count = self._processor.save_map(self.settings.map_path)
-                self.get_logger().info(f"saved {count} keyframes to {self.settings.map_path}")
+                self._log_at_exit(f"saved {count} keyframes to {self.settings.map_path}")
             except (OSError, ValueError) as err:
-                self.get_logger().error(f"map not saved on shutdown: {err}")
+                self._log_at_exit(f"map not saved on shutdown: {err}", error=True)
         for entity in self._entities:
             self._destroy(entity)
         self._entities = []
         self._processor = None
         if self._map_lock is not None:
             self._map_lock.release()
+
+    def _log_at_exit(self, message: str, error: bool = False) -> None:
+        """Log through the node while its context lives; after Ctrl-C (rclpy has shut the
+        context down) to stderr, as the node logger's /rosout publisher would fail."""
+        if self.context.ok():
+            logger = self.get_logger()
+            (logger.error if error else logger.info)(message)
+        else:
+            print(f"[{'ERROR' if error else 'INFO'}] [{self.get_name()}]: {message}",
+                  file=sys.stderr)
 
     def _destroy(self, entity) -> None:
         for kind in ("publisher", "service", "timer", "subscription"):
