@@ -4,8 +4,8 @@
 so rosbags messages work in tests), looks up the robot pose only for a usable frame, runs the
 engine, and returns what the node publishes. It never raises for a bad frame: a garbled image or
 an engine error comes back as a rejected `bad_frame` event with the reason, so one bad frame
-cannot stop the node. The engine is used under one lock by the worker (frames) and by a map
-save; a mode switch or a reset is only recorded and applied before the next frame, so the
+cannot stop the node. The engine is used under one lock by the worker (frames), by a map save
+and by the compressed-index training, which runs on a thread of its own (index_training.py); a mode switch or a reset is only recorded and applied before the next frame, so the
 executor thread that asks for it never waits for a frame in progress.
 """
 import json
@@ -27,6 +27,7 @@ from vpr_ros.mapping.records import Pose
 from vpr_ros.mapping.thumbnail import decode_thumbnail
 from vpr_ros.ros.covariance import message_covariance
 from vpr_ros.ros.diagnostics import NodeStatistics
+from vpr_ros.ros.index_training import BackgroundIndexTraining
 from vpr_ros.ros.match_image import compose_match_image
 from vpr_ros.ros.parameters import NodeSettings
 
@@ -69,6 +70,7 @@ class FrameProcessor:
         self._mode = engine.config.mode
         self._reset_requested = False
         self._saved_size = len(engine.map)
+        self.index_training = BackgroundIndexTraining(engine.map, self._lock)
 
     def process(self, msg, index: int, received_at: float,
                 lookup_pose: Optional[PoseLookup] = None) -> Outcome:
