@@ -3,11 +3,10 @@ training returns at once, the map stays exact and searchable meanwhile, and the 
 is the one inline training would have built, with the keyframes added during training."""
 import threading
 
-import faiss
 import numpy as np
-import pytest
 
 from ros_harness import wait_for
+from test_mapping import one_faiss_thread  # noqa: F401  (one thread: k-means trains alike)
 from vpr_ros.mapping import KeyframeMap
 from vpr_ros.mapping.records import Keyframe
 from vpr_ros.ros.index_training import BackgroundIndexTraining
@@ -29,15 +28,6 @@ def _add(keyframe_map, rows):
 
 def _small_ivfpq_map():
     return KeyframeMap.create(DIM, "fingerprint", index="ivfpq", nlist=16, pq_m=2, pca_dim=4)
-
-
-@pytest.fixture
-def one_faiss_thread():
-    """k-means is deterministic on one thread: both maps must train alike."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def test_training_runs_beside_the_adds_and_keeps_what_came_meanwhile(one_faiss_thread):

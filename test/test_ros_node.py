@@ -155,19 +155,6 @@ class RecordingEngine(LocalizationEngine):
         return super().process(frame, pose=pose)
 
 
-@pytest.fixture(scope="module")
-def messages():
-    return sample_messages(FRAMES)
-
-
-@pytest.fixture(scope="module")
-def sample_map(messages, tmp_path_factory):
-    """A map of the sample's day_right frames, one keyframe per frame, saved by the processor."""
-    path = tmp_path_factory.mktemp("maps") / "day_right"
-    assert build_map(PixelEmbedder(), messages, path) == FRAMES
-    return path
-
-
 def _garbled(msg):
     return type(msg)(header=msg.header, format="jpeg",
                      data=np.frombuffer(b"\xff\xd8junk", np.uint8))

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from ros_harness import RosHarness, import_ros, send_until_answered, wait_for
-from sample_frames import (PixelEmbedder, build_map, processor_for, sample_messages,
+from sample_frames import (PixelEmbedder, processor_for, sample_messages,
                            to_rclpy_compressed, trajectory_pose)
 from vpr_ros.localization import EngineConfig, LocalizationEngine
 from vpr_ros.mapping import KeyframeMap
@@ -54,18 +54,6 @@ def ros():
     harness = RosHarness(rclpy)
     yield harness
     harness.close()
-
-
-@pytest.fixture(scope="module")
-def messages():
-    return sample_messages(FRAMES)
-
-
-@pytest.fixture(scope="module")
-def sample_map(messages, tmp_path_factory):
-    path = tmp_path_factory.mktemp("maps") / "day_right"
-    build_map(PixelEmbedder(), messages, path)
-    return path
 
 
 def _start(ros, node_class=VprNode, poses=None, **parameters):

@@ -46,8 +46,7 @@ from vpr_ros_interfaces.srv import SaveMap
 
 from vpr_ros.io.messages import rgb_to_image_msg, stamp_to_seconds
 from vpr_ros.mapping.lock import MapLockedError, MapWriterLock
-from vpr_ros.ros.conversions import (fill_diagnostic_status, fill_loop_closure,
-                                     fill_pose_with_covariance)
+from vpr_ros.ros.conversions import fill_diagnostic_status, fill_loop_closure
 from vpr_ros.ros.diagnostics import NodeStatistics
 from vpr_ros.ros.engine_setup import build_engine
 from vpr_ros.ros.latest_buffer import LatestOnlyBuffer
