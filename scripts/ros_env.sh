@@ -46,10 +46,11 @@ export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 100 + 1 ))}
 
-cmake -S vpr_ros_interfaces -B "$ROS_VENV/build/vpr_ros_interfaces" -DBUILD_TESTING=OFF \
+# the build tree belongs to this checkout (cmake refuses one configured from another source)
+cmake -S vpr_ros_interfaces -B build/vpr_ros_interfaces -DBUILD_TESTING=OFF \
   -DCMAKE_INSTALL_PREFIX="$interfaces_prefix" -DPython3_EXECUTABLE="$ROS_PYTHON" >/dev/null \
-  && cmake --build "$ROS_VENV/build/vpr_ros_interfaces" -j 2 >/dev/null \
-  && cmake --install "$ROS_VENV/build/vpr_ros_interfaces" >/dev/null \
+  && cmake --build build/vpr_ros_interfaces -j 2 >/dev/null \
+  && cmake --install build/vpr_ros_interfaces >/dev/null \
   || { echo "ros_env.sh: building vpr_ros_interfaces failed; rerun the cmake commands above" \
             "without >/dev/null to see why" >&2; return 1; }
 interfaces_site=$(echo "$interfaces_prefix"/lib/python3*/site-packages)

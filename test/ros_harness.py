@@ -57,28 +57,46 @@ def send_until_answered(publisher, msg, answers: list, timeout_s: float = 60.0,
 
 
 class RosHarness:
-    """One rclpy context with a multi-threaded executor spinning in a thread, and a probe node
-    that publishes images and records what the node under test sends."""
+    """One rclpy context with a probe node that publishes images and records what the node under
+    test sends. Every node spins in an executor and thread of its own, shut down before the node
+    is destroyed: destroying a node that another thread's executor still waits on can kill that
+    executor, and with it every later test."""
 
     def __init__(self, rclpy):
-        from rclpy.executors import MultiThreadedExecutor
-
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.probe = rclpy.create_node("vpr_test_probe", context=self.context)
-        self.executor.add_node(self.probe)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spinner.start()
+        self._spinning = {}
+        self.crashed = []
+        self.probe = self.add(rclpy.create_node("vpr_test_probe", context=self.context))
 
     def add(self, node):
-        self.executor.add_node(node)
+        """Spin `node` in a multi-threaded executor of its own (as vpr_node's main() does)."""
+        from rclpy.executors import MultiThreadedExecutor
+
+        executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(target=self._spin, args=(executor, node.get_name()),
+                                  daemon=True)
+        thread.start()
+        self._spinning[node] = (executor, thread)
         return node
 
+    def _spin(self, executor, name: str) -> None:
+        """executor.spin, remembering why it ended early (a test then says so)."""
+        try:
+            executor.spin()
+        except Exception as err:  # noqa: BLE001 - reported by the next call that waits
+            self.crashed.append(f"{name}: {type(err).__name__}: {err}")
+
+    def _stop(self, node) -> None:
+        executor, thread = self._spinning.pop(node)
+        executor.shutdown(timeout_sec=10.0)
+        thread.join(timeout=10.0)
+
     def remove(self, node) -> None:
-        """Shut a vpr node down (as main() does) and take it out of the executor."""
-        self.executor.remove_node(node)
+        """Stop spinning a vpr node, shut it down (as main() does) and destroy it."""
+        self._stop(node)
         node.shutdown()
         node.destroy_node()
 
@@ -92,12 +110,12 @@ class RosHarness:
         client = self.probe.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=10.0), f"service {name} not offered"
         future = client.call_async(request)
-        assert wait_for(future.done, timeout_s), f"service {name} did not answer"
+        assert wait_for(future.done, timeout_s), f"service {name} did not answer {self.crashed}"
         self.probe.destroy_client(client)
         return future.result()
 
     def close(self) -> None:
-        self.executor.shutdown()
+        for node in list(self._spinning):
+            self._stop(node)
         self.probe.destroy_node()
         self.rclpy.shutdown(context=self.context)
-        self._spinner.join(timeout=10.0)

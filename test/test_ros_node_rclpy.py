@@ -351,7 +351,7 @@ def test_tf_pose_source_looks_up_the_mode_frames(ros, messages, sample_map, node
     pytest.importorskip("tf2_ros", reason="tf2_ros is not on PyPI; this test runs where ROS 2 "
                                           "Humble or Jazzy is installed")
     from geometry_msgs.msg import TransformStamped
-    from tf2_ros import StaticTransformBroadcaster
+    from tf2_ros.static_transform_broadcaster import StaticTransformBroadcaster
 
     node = _start(ros, map_path=str(sample_map), pose_source="tf", odom_frame="odom", **SINGLE)
     node_cleanup.append(node)
