@@ -49,6 +49,7 @@ setup(
         "console_scripts": [
             "vpr-ros = vpr_ros.cli:main",
             "vpr_node = vpr_ros.ros.entry:main",
+            "vpr_lifecycle_node = vpr_ros.ros.entry:lifecycle_main",
             "vpr-train = training.train:main",
         ],
     },

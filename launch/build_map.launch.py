@@ -8,8 +8,8 @@ From a recording (in a second terminal; --clock publishes the bag time on /clock
 
 It is localize.launch.py with mode:=mapping and save_map_on_shutdown:=true; every other argument
 (image, model, backend, use_compressed, use_sim_time, params_file) is passed through. The map is
-saved on shutdown (Ctrl-C) and whenever `~/save_map` is called:
-    ros2 service call /vpr_node/save_map std_srvs/srv/Trigger
+saved on shutdown (Ctrl-C), every `autosave_interval` seconds and whenever `~/save_map` is called:
+    ros2 service call /vpr_node/save_map vpr_ros_interfaces/srv/SaveMap
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription

@@ -35,3 +35,23 @@ def gardens_point_bags() -> Path:
 def sample_dir() -> Path:
     """The small Gardens Point sample bundled in the repository (data/sample)."""
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="module")
+def messages(request):
+    """The first FRAMES (a constant of the requesting test module) day_right frames of the
+    bundled sample, as CompressedImage messages one second apart."""
+    from sample_frames import sample_messages
+
+    return sample_messages(request.module.FRAMES)
+
+
+@pytest.fixture(scope="module")
+def sample_map(messages, tmp_path_factory):
+    """A map of `messages` with the pixel embedder, one keyframe per frame, saved by the
+    processor."""
+    from sample_frames import PixelEmbedder, build_map
+
+    path = tmp_path_factory.mktemp("maps") / "day_right"
+    assert build_map(PixelEmbedder(), messages, path) == len(messages)
+    return path

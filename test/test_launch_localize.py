@@ -1,10 +1,11 @@
 """launch_testing test of localize.launch.py on the bundled sample: the node starts on a map and
-a model made from data/sample, relocalizes published frames and exits cleanly on shutdown.
+a model made from data/sample, publishes for each published frame the typed loop closure the
+engine decides offline (sample_frames.replay, with the same parameters), relocalizes, and exits
+cleanly on shutdown.
 
 Runs wherever ROS 2 is sourced and vpr_ros is installed (`colcon test` runs it, see
 scripts/test.sh); skips, saying why, elsewhere.
 """
-import json
 import shutil
 import tempfile
 import time
@@ -12,6 +13,7 @@ import unittest
 from pathlib import Path
 
 import pytest
+import yaml
 
 launch_testing = pytest.importorskip(
     "launch_testing", reason="ROS 2 launch_testing is not installed here; source ROS 2 Humble or "
@@ -32,11 +34,10 @@ from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+from vpr_ros_interfaces.msg import LoopClosure  # noqa: E402
 
-from sample_frames import build_map, sample_messages, to_rclpy_compressed  # noqa: E402
-from vpr_ros.model import ModelConfig, build_model  # noqa: E402
-from vpr_ros.model.checkpoint import save_checkpoint  # noqa: E402
+from sample_frames import (build_map, node_parameters, replay, sample_messages,  # noqa: E402
+                           small_checkpoint, to_rclpy_compressed)
 from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "localize.launch.py"
@@ -49,12 +50,19 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="vpr_launch_test_"))
 
 
 def _sample_model_and_map():
-    """An untrained small model and a map of the sample's first day_right frames made with it."""
-    checkpoint = WORKDIR / "model.pt"
-    save_checkpoint(checkpoint, build_model(ModelConfig(image_long_side=128, num_clusters=8),
-                                            pretrained=False))
+    """A small model and a map of the sample's first day_right frames made with it."""
+    checkpoint = small_checkpoint(WORKDIR / "model.pt")
     build_map(load_embedder(checkpoint, backend="torch"), sample_messages(FRAMES), WORKDIR / "map")
     return checkpoint, WORKDIR / "map"
+
+
+def _params_file(checkpoint, map_dir) -> Path:
+    """config/vpr_node.yaml with the launch test's changes (sample_frames.node_parameters)."""
+    path = WORKDIR / "vpr_node.yaml"
+    values = node_parameters(model=str(checkpoint), map_path=str(map_dir), backend="torch",
+                             use_compressed=True)
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}), encoding="utf-8")
+    return path
 
 
 @pytest.mark.launch_test
@@ -63,7 +71,8 @@ def generate_test_description():
     localize = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={"image": IMAGE_TOPIC, "model": str(checkpoint), "map": str(map_dir),
-                          "backend": "torch", "use_compressed": "true"}.items())
+                          "backend": "torch", "use_compressed": "true",
+                          "params_file": str(_params_file(checkpoint, map_dir))}.items())
     return LaunchDescription([localize, launch_testing.actions.ReadyToTest()])
 
 
@@ -89,21 +98,26 @@ class TestLocalizeLaunch(unittest.TestCase):
     def test_node_relocalizes_published_sample_frames(self, proc_output):
         proc_output.assertWaitFor(f"localization mode, {FRAMES} keyframes",
                                   timeout=STARTUP_TIMEOUT_S)
-        events, poses = [], []
-        self.probe.create_subscription(String, "/vpr_node/loop_closures",
-                                       lambda m: events.append(json.loads(m.data)), 100)
+        closures, poses = [], []
+        self.probe.create_subscription(LoopClosure, "/vpr_node/loop_closures", closures.append,
+                                       100)
         self.probe.create_subscription(PoseWithCovarianceStamped, "/vpr_node/relocalization",
                                        poses.append, 10)
         images = self.probe.create_publisher(CompressedImage, IMAGE_TOPIC + "/compressed", 10)
         self.assertTrue(self._spin_until(lambda: images.get_subscription_count() > 0, 30.0))
-        for msg in sample_messages(PUBLISHED):      # one at a time: the node keeps only the newest
-            count = len(events)
+        messages = sample_messages(PUBLISHED)
+        for msg in messages:                        # one at a time: the node keeps only the newest
+            count = len(closures)
             images.publish(to_rclpy_compressed(msg))
-            self.assertTrue(self._spin_until(lambda: len(events) > count, EVENT_TIMEOUT_S))
-        self.assertEqual([e["reason"] for e in events[:2]], ["temporal_inconsistent"] * 2)
-        self.assertEqual([e["status"] for e in events[2:]], ["accepted"] * (PUBLISHED - 2))
-        self.assertEqual([e["best"]["keyframe_id"] for e in events[2:]], list(range(2, PUBLISHED)))
-        self.assertTrue(self._spin_until(lambda: len(poses) >= PUBLISHED - 2, EVENT_TIMEOUT_S))
+            self.assertTrue(self._spin_until(lambda: len(closures) > count, EVENT_TIMEOUT_S))
+        expected = replay(node_parameters(model=str(WORKDIR / "model.pt"),
+                                          map_path=str(WORKDIR / "map"), backend="torch",
+                                          use_compressed=True), messages)
+        self.assertEqual([(c.status == LoopClosure.STATUS_ACCEPTED, c.reason, c.keyframe_id)
+                          for c in closures],
+                         [(d.accepted, d.reason or "", d.best.keyframe_id) for d in expected])
+        self.assertEqual([c.keyframe_id for c in closures], list(range(PUBLISHED)))
+        self.assertTrue(self._spin_until(lambda: len(poses) >= PUBLISHED, EVENT_TIMEOUT_S))
         self.assertEqual(poses[0].header.frame_id, "map")
 
 

@@ -1,5 +1,6 @@
-"""vpr_node behaviour on the bundled sample: ROS-free parts here; the rclpy end-to-end test
-skips without ROS 2."""
+"""vpr_node behaviour on the bundled sample, ROS-free: buffer, diagnostics, match image, frame
+processor, engine setup, the console script outside ROS 2, and what the launch test expects.
+Under rclpy: test_ros_node_rclpy.py and test_ros_node_process.py."""
 import json
 import os
 import shutil
@@ -11,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sample_frames import (build_map, processor_for, sample_messages, to_rclpy_compressed,
-                           trajectory_pose)
+from sample_frames import (PixelEmbedder, build_map, node_parameters, processor_for, replay,
+                           sample_messages, small_checkpoint, trajectory_pose)
 from vpr_ros.localization import EngineConfig, LocalizationEngine
 from vpr_ros.mapping import KeyframeMap, MapMismatchError
 from vpr_ros.mapping.thumbnail import decode_thumbnail, encode_thumbnail
@@ -142,22 +143,6 @@ def test_match_image_puts_query_beside_keyframe_with_a_coloured_caption():
 FRAMES = 24
 
 
-class PixelEmbedder:
-    """Embedder contract with a tiny raw-pixel descriptor: enough to exercise the node's wiring."""
-
-    dim = 32 * 16
-    fingerprint = "test-pixels-32x16"
-
-    def embed(self, images):
-        rows = []
-        for image in images:
-            grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 16),
-                              interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-            grey -= grey.mean()
-            rows.append(grey / (np.linalg.norm(grey) + 1e-9))
-        return np.stack(rows).astype(np.float32)
-
-
 class RecordingEngine(LocalizationEngine):
     """The real engine, remembering the pose it was given with each frame."""
 
@@ -168,19 +153,6 @@ class RecordingEngine(LocalizationEngine):
     def process(self, frame, pose=None):
         self.poses.append(pose)
         return super().process(frame, pose=pose)
-
-
-@pytest.fixture(scope="module")
-def messages():
-    return sample_messages(FRAMES)
-
-
-@pytest.fixture(scope="module")
-def sample_map(messages, tmp_path_factory):
-    """A map of the sample's day_right frames, one keyframe per frame, saved by the processor."""
-    path = tmp_path_factory.mktemp("maps") / "day_right"
-    assert build_map(PixelEmbedder(), messages, path) == FRAMES
-    return path
 
 
 def _garbled(msg):
@@ -434,114 +406,14 @@ def test_only_missing_ros_modules_count_as_an_unsourced_shell():
         assert not is_ros_module(name), name
 
 
-# --- the rclpy node end to end (needs a sourced ROS 2 Humble/Jazzy) -------------------------
-
-ROS_SKIP_REASON = ("rclpy (ROS 2) is not installed here; source ROS 2 Humble or Jazzy to run the "
-                   "vpr_node end-to-end tests")
-
-
-def _wait_for(condition, timeout_s=60.0):
-    """Poll `condition` until it holds or `timeout_s` passes; its final value."""
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
-
-
-def _call(client, request, timeout_s=30.0):
-    assert client.wait_for_service(timeout_sec=10.0)
-    future = client.call_async(request)
-    assert _wait_for(future.done, timeout_s)
-    return future.result()
-
-
-def test_node_relocalizes_sample_frames_reports_loop_closures_and_serves_its_services(
-        messages, tmp_path):
-    rclpy = pytest.importorskip("rclpy", reason=ROS_SKIP_REASON)
-    from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rcl_interfaces.srv import GetParameters, SetParameters
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-    from sensor_msgs.msg import CompressedImage
-    from std_msgs.msg import String
-    from std_srvs.srv import SetBool, Trigger
-
-    from vpr_ros.model import ModelConfig, build_model
-    from vpr_ros.model.checkpoint import save_checkpoint
-    from vpr_ros.ros.node import VprNode
+def test_launch_test_parameters_accept_each_published_frame_at_its_own_keyframe(tmp_path):
+    """What test_launch_localize.py (launch_testing, needs a ROS 2 install) expects of the
+    launched node, checked here without ROS: same model, map, parameters and replay."""
     from vpr_ros.runtime.embedder import load_embedder
 
-    checkpoint = tmp_path / "model.pt"
-    save_checkpoint(checkpoint, build_model(ModelConfig(image_long_side=128, num_clusters=8),
-                                            pretrained=False))
-    map_dir = tmp_path / "map"
-    embedder = load_embedder(checkpoint, backend="torch")
-    build_map(embedder, messages, map_dir)
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
-    node = VprNode(context=context, parameter_overrides=[
-        Parameter("model", value=str(checkpoint)), Parameter("backend", value="torch"),
-        Parameter("map_path", value=str(map_dir)), Parameter("use_compressed", value=True),
-        Parameter("odom_frame", value=""), Parameter("temporal_consecutive", value=1)])
-    probe = rclpy.create_node("vpr_node_probe", context=context)
-    events, poses = [], []
-    probe.create_subscription(String, "/vpr_node/loop_closures",
-                              lambda m: events.append(json.loads(m.data)), 100)
-    probe.create_subscription(PoseWithCovarianceStamped, "/vpr_node/relocalization", poses.append, 100)
-    images = probe.create_publisher(CompressedImage, "/image/compressed", 10)
-    save_map = probe.create_client(Trigger, "/vpr_node/save_map")
-    reset = probe.create_client(Trigger, "/vpr_node/reset")
-    set_mapping = probe.create_client(SetBool, "/vpr_node/set_mapping_mode")
-    get_parameters = probe.create_client(GetParameters, "/vpr_node/get_parameters")
-    set_parameters = probe.create_client(SetParameters, "/vpr_node/set_parameters")
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        assert node._tf_listener is None, "localization without odom_frame subscribes to no TF"
-        assert _wait_for(lambda: images.get_subscription_count() > 0, 10.0)
-        garbled = to_rclpy_compressed(messages[0])
-        garbled.data = bytes(b"\xff\xd8 not a jpeg")
-        images.publish(garbled)
-        assert _wait_for(lambda: len(events) >= 1)
-        for msg in messages[:6]:
-            count = len(events)
-            images.publish(to_rclpy_compressed(msg))
-            assert _wait_for(lambda: len(events) > count)
-        assert events[0]["reason"] == "bad_frame"
-        assert any(e["status"] == "accepted" for e in events[1:])
-        assert _wait_for(lambda: len(poses) >= 1)
-        assert poses[0].header.frame_id == "map" and poses[0].pose.covariance[0] > 0.0
-
-        def mode_parameter():
-            return _call(get_parameters, GetParameters.Request(names=["mode"])).values[0].string_value
-
-        answer = _call(set_mapping, SetBool.Request(data=True))
-        assert answer.success and answer.message == "mapping mode"
-        assert mode_parameter() == "mapping", "the service sets the parameter"
-        assert node._tf_listener is not None, "mapping needs map_frame poses"
-        refused = _call(set_parameters, SetParameters.Request(
-            parameters=[Parameter("mode", value="slam").to_parameter_msg()])).results[0]
-        assert not refused.successful and "must be one of" in refused.reason
-        refused = _call(set_parameters, SetParameters.Request(
-            parameters=[Parameter("top_k", value=3).to_parameter_msg()])).results[0]
-        assert not refused.successful
-        assert _call(set_parameters, SetParameters.Request(
-            parameters=[Parameter("mode", value="localization").to_parameter_msg()])
-        ).results[0].successful
-        assert mode_parameter() == "localization" and node._processor.mode == "localization"
-
-        for client in (save_map, reset):
-            result = _call(client, Trigger.Request())
-            assert result.success, result.message
-        assert len(KeyframeMap.load(map_dir, expected_fingerprint=embedder.fingerprint)) == FRAMES
-    finally:
-        executor.shutdown()
-        node.shutdown()
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        spinner.join(timeout=10.0)
+    checkpoint = small_checkpoint(tmp_path / "model.pt")
+    build_map(load_embedder(checkpoint, backend="torch"), sample_messages(12), tmp_path / "map")
+    decisions = replay(node_parameters(model=str(checkpoint), map_path=str(tmp_path / "map"),
+                                       backend="torch", use_compressed=True), sample_messages(6))
+    assert [(d.accepted, d.best.keyframe_id) for d in decisions] == [(True, i) for i in range(6)]
+    assert all(d.pose is not None for d in decisions), "relocalizations for every frame"

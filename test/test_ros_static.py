@@ -14,7 +14,7 @@ from vpr_ros.localization.config import EngineConfig
 from vpr_ros.ros.parameters import (ENGINE_PARAMETER_DOCS, RUNTIME_PARAMETERS, NodeSettings,
                                     check_runtime_update, parameter_specs,
                                     settings_from_parameters)
-from vpr_ros.ros.processor import ODOM_TIMEOUT_S, PoseSource, pose_source
+from vpr_ros.ros.pose_sources import TfFrames, tf_frames
 
 REPO = Path(__file__).resolve().parents[1]
 ROS_DIR = REPO / "vpr_ros" / "ros"
@@ -87,12 +87,12 @@ def test_only_mode_may_change_at_runtime_and_it_is_validated():
     assert check_runtime_update("use_sim_time", True) is None, "rclpy's own parameter"
 
 
-def test_pose_source_per_mode():
+def test_tf_frames_per_mode():
     settings = NodeSettings(map_frame="map", odom_frame="odom", tf_timeout=0.2)
-    assert pose_source(settings, "mapping") == PoseSource("map", 0.2)
-    assert pose_source(settings, "localization") == PoseSource("odom", ODOM_TIMEOUT_S)
-    assert ODOM_TIMEOUT_S == 0.0, "odometry lookups must never block the worker"
-    assert pose_source(NodeSettings(odom_frame=""), "localization") is None
+    assert tf_frames(settings, "mapping") == TfFrames("map", "base_link", 0.2)
+    assert tf_frames(settings, "localization") == TfFrames("odom", "base_link", 0.2)
+    assert NodeSettings().odom_frame == "", "no odometry on TF unless the robot has it"
+    assert tf_frames(NodeSettings(), "localization") is None
 
 
 @pytest.mark.parametrize("values, message", [
@@ -105,6 +105,10 @@ def test_pose_source_per_mode():
 def test_bad_parameter_values_are_refused_with_the_parameter_named(values, message):
     with pytest.raises(ValueError, match=message):
         settings_from_parameters(values)
+
+
+def test_mapping_saves_on_shutdown_by_default_and_autosaves():
+    assert NodeSettings().save_map_on_shutdown and NodeSettings().autosave_interval > 0
 
 
 def test_node_declares_every_parameter_from_the_ros_free_list():
@@ -226,16 +230,55 @@ def test_package_xml_declares_every_ros_package_the_node_and_launch_files_import
     exec_depends = {e.text for e in root.iter("exec_depend")} | {e.text for e in root.iter("depend")}
     imported = _imported_top_modules(sorted(ROS_DIR.glob("*.py")) + LAUNCH_FILES)
     ros_packages = {m for m in imported if _is_ros_package(m)}
-    assert {"rclpy", "sensor_msgs", "tf2_ros", "launch_ros"} <= ros_packages
+    assert {"rclpy", "sensor_msgs", "nav_msgs", "tf2_ros", "launch_ros",
+            "vpr_ros_interfaces"} <= ros_packages
     assert sorted(ros_packages - exec_depends) == []
 
 
-def test_only_node_py_imports_ros():
+ROS_MODULES = {"node.py", "lifecycle_node.py", "tf_poses.py"}
+"""The rclpy adapters; tf_poses.py (tf2_ros, not on PyPI) is imported only for pose_source tf."""
+
+
+def test_only_the_adapters_import_ros():
     """Every other module of vpr_ros.ros is ROS-free, so it is unit tested without rclpy."""
     for path in sorted(ROS_DIR.glob("*.py")):
-        if path.name != "node.py":
+        if path.name not in ROS_MODULES:
             ros = {m for m in _imported_top_modules([path]) if _is_ros_package(m)}
             assert ros == set(), f"{path.name} imports {ros}"
+
+
+def test_node_imports_tf2_only_lazily():
+    """tf2_ros is not on PyPI: node.py must import without it (pose_source odometry or none)."""
+    for name in ("node.py", "lifecycle_node.py"):
+        tree = ast.parse((ROS_DIR / name).read_text(encoding="utf-8"))
+        top_level = _imported_top_modules_of(tree.body)
+        assert "tf2_ros" not in top_level and "vpr_ros.ros.tf_poses" not in top_level, name
+
+
+def _imported_top_modules_of(statements) -> set:
+    modules = set()
+    for node in statements:
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            modules.add(node.module)
+    return modules
+
+
+def test_interfaces_package_declares_what_its_messages_use():
+    root = ET.parse(REPO / "vpr_ros_interfaces" / "package.xml").getroot()
+    assert root.findtext("name") == "vpr_ros_interfaces"
+    assert root.find("export/build_type").text == "ament_cmake"
+    assert root.findtext("member_of_group") == "rosidl_interface_packages"
+    depends = {e.text for e in root.iter("depend")}
+    cmake = (REPO / "vpr_ros_interfaces" / "CMakeLists.txt").read_text(encoding="utf-8")
+    used = set()
+    for path in sorted((REPO / "vpr_ros_interfaces").glob("*/*.*")):
+        assert f'"{path.parent.name}/{path.name}"' in cmake, f"{path.name} is not generated"
+        used |= {line.split("/")[0] for line in path.read_text(encoding="utf-8").splitlines()
+                 if "/" in line.split("#")[0].split(" ")[0]}
+    assert used <= depends, f"undeclared message packages {used - depends}"
+    assert used <= set(cmake.split("DEPENDENCIES")[1].split(")")[0].split())
 
 
 def test_code_is_python_3_10_syntax():

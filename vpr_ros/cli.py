@@ -39,20 +39,27 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as shells report a process ended by Ctrl-C."""
+
+
 def main(argv=None) -> int:
-    """Entry point of the `vpr-ros` console script."""
+    """Entry point of the `vpr-ros` console script; Ctrl-C ends any command with one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if a in COMMANDS), None)
-    args = build_parser(command).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     try:
+        args = build_parser(command).parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         return int(args._run(args) or 0)
     except (FileNotFoundError, ValueError) as err:
         logging.getLogger("vpr_ros").error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        print(f"vpr-ros{' ' + command if command else ''}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ from vpr_ros.localization.verification import FEATURE_TYPES
 from vpr_ros.runtime.backends import BACKENDS
 from vpr_ros.runtime.engine_cache import RUNTIME_PRECISIONS
 
+POSE_SOURCES = ("tf", "odometry", "none")
+RELOCALIZATION_GATES = ("always", "lost_or_disagreeing")
+CURRENT_POSE_TYPES = ("PoseWithCovarianceStamped", "Odometry")
+
 DAY_S = 86400.0
 
 
@@ -50,20 +54,50 @@ class NodeSettings:
         "mode); in mapping mode a new map is started and written here by ~/save_map"))
     map_use_gpu: bool = field(default=False, metadata=_describe(
         "search the keyframe map with FAISS on GPU 0 (needs faiss-gpu)"))
-    save_map_on_shutdown: bool = field(default=False, metadata=_describe(
-        "save the map to map_path when the node shuts down, if keyframes were added"))
+    save_map_on_shutdown: bool = field(default=True, metadata=_describe(
+        "save the map to map_path when the node shuts down, if keyframes were added (so only "
+        "after mapping)"))
+    autosave_interval: float = field(default=300.0, metadata=_describe(
+        "mapping: save the map to map_path every this many seconds when keyframes were added "
+        "(atomic; a killed node loses at most this much mapping; 0: off)", 0.0, DAY_S))
     use_compressed: bool = field(default=False, metadata=_describe(
         "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"))
     map_frame: str = field(default="map", metadata=_describe(
-        "fixed frame of keyframe poses and of ~/relocalization"))
+        "fixed frame of keyframe poses, of ~/relocalization and of ~/loop_closures poses"))
     base_frame: str = field(default="base_link", metadata=_describe(
-        "robot frame whose pose in map_frame is stored with each keyframe added in mapping mode"))
-    odom_frame: str = field(default="odom", metadata=_describe(
-        "localization mode: the odom_frame -> base_frame pose at the image stamp goes to the "
-        "engine with each frame (sequence matching steps by travelled distance); empty: no pose"))
+        "robot frame whose pose goes with each frame (pose_source tf)"))
+    pose_source: str = field(default="tf", metadata=_describe(
+        "where the robot pose at the image stamp comes from: tf (mapping: map_frame -> "
+        "base_frame; localization: odom_frame -> base_frame when odom_frame is set), odometry "
+        "(nav_msgs/Odometry on the odom topic, interpolated; in mapping mode its frame is the "
+        "map's) or none", choices=POSE_SOURCES))
+    odom_frame: str = field(default="", metadata=_describe(
+        "localization mode with pose_source tf: the odom_frame -> base_frame pose at the image "
+        "stamp goes to the engine (sequence matching steps by travelled distance); empty: no "
+        "pose (set it when the robot publishes odometry on TF)"))
     tf_timeout: float = field(default=0.05, metadata=_describe(
-        "seconds to wait for the map_frame -> base_frame transform at the image stamp; the "
-        "keyframe is stored without pose when it does not come", 0.0, 1.0))
+        "seconds to wait for the pose at the image stamp (TF transform or odometry message); "
+        "the frame goes on without pose when it does not come", 0.0, 1.0))
+    relocalization_min_interval: float = field(default=1.0, metadata=_describe(
+        "seconds between two ~/relocalization messages (0: every accepted match)", 0.0, DAY_S))
+    relocalization_gate: str = field(default="always", metadata=_describe(
+        "always: publish every accepted relocalization (after relocalization_min_interval); "
+        "lost_or_disagreeing: only when the current_pose topic says the robot is lost or "
+        "disagrees with the match (initialpose-style use)", choices=RELOCALIZATION_GATES))
+    current_pose_type: str = field(default="PoseWithCovarianceStamped", metadata=_describe(
+        "message type of the current_pose topic (the localizer's estimate, e.g. amcl_pose or "
+        "odometry/filtered)", choices=CURRENT_POSE_TYPES))
+    lost_after: float = field(default=5.0, metadata=_describe(
+        "lost_or_disagreeing: the robot counts as lost when current_pose was silent this many "
+        "seconds", 0.1, DAY_S))
+    lost_position_std: float = field(default=1.0, metadata=_describe(
+        "lost_or_disagreeing: ... or when the current pose's position standard deviation (m) "
+        "exceeds this", 0.0, 1000.0))
+    disagreement_distance: float = field(default=2.0, metadata=_describe(
+        "lost_or_disagreeing: publish when the relocalization is farther than this (m) from the "
+        "current pose", 0.0, 10000.0))
+    disagreement_yaw: float = field(default=0.5, metadata=_describe(
+        "lost_or_disagreeing: ... or turned more than this (rad) from it", 0.0, 3.15))
     publish_match_image: bool = field(default=True, metadata=_describe(
         "publish ~/match_image (rendered only while something subscribes)"))
     match_image_height: int = field(default=240, metadata=_describe(

@@ -4,8 +4,8 @@
 so rosbags messages work in tests), looks up the robot pose only for a usable frame, runs the
 engine, and returns what the node publishes. It never raises for a bad frame: a garbled image or
 an engine error comes back as a rejected `bad_frame` event with the reason, so one bad frame
-cannot stop the node. The engine is used under one lock by the worker (frames) and by a map
-save; a mode switch or a reset is only recorded and applied before the next frame, so the
+cannot stop the node. The engine is used under one lock by the worker (frames), by a map save
+and by the compressed-index training, which runs on a thread of its own (index_training.py); a mode switch or a reset is only recorded and applied before the next frame, so the
 executor thread that asks for it never waits for a frame in progress.
 """
 import json
@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from vpr_ros.mapping.records import Pose
 from vpr_ros.mapping.thumbnail import decode_thumbnail
 from vpr_ros.ros.covariance import message_covariance
 from vpr_ros.ros.diagnostics import NodeStatistics
+from vpr_ros.ros.index_training import BackgroundIndexTraining
 from vpr_ros.ros.match_image import compose_match_image
 from vpr_ros.ros.parameters import NodeSettings
 
@@ -48,28 +49,8 @@ class Outcome:
     relocalization: Optional[Relocalization]
     image: Optional[np.ndarray]
     error: str = ""
-
-
-ODOM_TIMEOUT_S = 0.0
-"""Localization-mode odometry lookups never wait: a frame whose transform is not there yet goes
-to the engine without a pose rather than late."""
-
-
-class PoseSource(NamedTuple):
-    """Where the pose passed with a frame comes from: TF parent frame -> base_frame."""
-
-    parent_frame: str
-    timeout_s: float
-
-
-def pose_source(settings: NodeSettings, mode: str) -> Optional[PoseSource]:
-    """Mapping: map_frame (poses stored with keyframes); localization: odom_frame (only
-    displacements are used, by sequence matching), or None when odom_frame is empty."""
-    if mode == "mapping":
-        return PoseSource(settings.map_frame, settings.tf_timeout)
-    if settings.odom_frame:
-        return PoseSource(settings.odom_frame, ODOM_TIMEOUT_S)
-    return None
+    keyframe_pose: Optional[Pose] = None
+    """Pose in the map of the best candidate's keyframe, when it has one."""
 
 
 PoseLookup = Callable[[str], Optional[Pose]]
@@ -88,6 +69,8 @@ class FrameProcessor:
         self._lock = threading.Lock()
         self._mode = engine.config.mode
         self._reset_requested = False
+        self._saved_size = len(engine.map)
+        self.index_training = BackgroundIndexTraining(engine.map, self._lock)
 
     def process(self, msg, index: int, received_at: float,
                 lookup_pose: Optional[PoseLookup] = None) -> Outcome:
@@ -105,10 +88,13 @@ class FrameProcessor:
             with self._lock:
                 self._apply_requests(mode)
                 decision = self._engine.process(frame, pose=pose)
+                keyframe_pose = (None if decision.best is None
+                                 else self._engine.map.record(decision.best.keyframe_id).pose)
         except Exception as err:  # a garbled message or an engine failure costs one frame only
             detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
             decision = Decision(stamp=stamp, frame_id=frame_id, frame_index=index, frame_name=name,
                                 reason=REASON_BAD_FRAME, detail=detail)
+            keyframe_pose = None
         error = decision.detail if decision.reason == REASON_BAD_FRAME else ""
         if error:
             self._stats.record_failed(error)
@@ -117,7 +103,7 @@ class FrameProcessor:
                                          accepted=decision.accepted,
                                          keyframe_added=decision.keyframe_added is not None)
         return Outcome(decision, json.dumps(decision.to_dict()), self._relocalization(decision),
-                       image, error)
+                       image, error, keyframe_pose)
 
     def _apply_requests(self, mode: str) -> None:
         """Bring the engine to the requested mode and apply a requested reset (under the lock)."""
@@ -153,6 +139,16 @@ class FrameProcessor:
         return len(self._engine.map)
 
     @property
+    def decision_mode(self) -> str:
+        """How the engine accepts frames: single, chain or sequence."""
+        return self._engine.config.decision
+
+    @property
+    def has_unsaved_keyframes(self) -> bool:
+        """Whether the map grew since it was loaded or last saved."""
+        return len(self._engine.map) != self._saved_size
+
+    @property
     def mode(self) -> str:
         """The requested mode, which the next frame runs in."""
         return self._mode
@@ -173,4 +169,5 @@ class FrameProcessor:
             raise ValueError("map_path is empty: set the map_path parameter to save the map")
         with self._lock:
             self._engine.map.save(Path(path))
-            return len(self._engine.map)
+            self._saved_size = len(self._engine.map)
+            return self._saved_size
