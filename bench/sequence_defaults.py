@@ -46,11 +46,13 @@ STOP_SIMILARITY = 0.9
 STOP_MARGIN = 5
 CANDIDATES = (
     dict(sequence_length=20, sequence_warmup_length=5, sequence_speed_steps=15),
-    dict(sequence_length=20, sequence_warmup_length=20, sequence_speed_steps=15),
-    dict(sequence_length=30, sequence_warmup_length=30, sequence_speed_steps=11),
+    dict(sequence_length=20, sequence_warmup_length=0, sequence_speed_steps=15),
+    dict(sequence_length=30, sequence_warmup_length=0, sequence_speed_steps=11),
+    dict(sequence_length=30, sequence_warmup_length=10, sequence_speed_steps=11),
 )
 """(L, warm-up, speeds): the previous default's L and warm-up on the wide grid, a warm-up as long
-as the sequence, and a longer sequence on a coarser grid (about the same cost per frame)."""
+as the sequence (0), and a longer sequence on a coarser grid (about the same cost per frame)
+with either warm-up."""
 
 
 def parse_args(argv=None):

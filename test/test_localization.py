@@ -285,7 +285,7 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
     accepted = [e for e in events if e["status"] == "accepted"]
     assert len(accepted) > 50, "the day traverse relocalizes against its own keyframes"
     out = capsys.readouterr().out
-    assert "100 frames" in out and "decision sequence: 20 frames" in out
+    assert "100 frames" in out and f"decision sequence: {EngineConfig().sequence_length} frames" in out
     assert main(["localize", "--map", str(map_dir), "--source", str(sample_dir / "day_right"),
                  "--config", str(config), "--decision", "chain", "--threshold", "0.35",
                  "--out", str(events_path)]) == 0

@@ -28,9 +28,7 @@ def run(args) -> int:
     backend_option.check(args)
     sequence = None
     if args.sequence_length:
-        sequence = EngineConfig(sequence_length=args.sequence_length,
-                                sequence_warmup_length=min(EngineConfig().sequence_warmup_length,
-                                                           max(args.sequence_length, 1)))
+        sequence = EngineConfig(sequence_length=args.sequence_length)
     metrics = run_eval(args.db, args.query, args.out, model_path=args.model, gt_csv=args.gt,
                        tolerance=args.tolerance_frames, backend=args.backend,
                        save_model=args.save_model, sequence=sequence)

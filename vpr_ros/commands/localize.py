@@ -58,10 +58,11 @@ def load_config(args) -> EngineConfig:
 def describe(config: EngineConfig) -> str:
     """The settings that decide what is accepted, for the summary."""
     if config.decision == "sequence":
+        warmup = config.sequence_settings().warmup
         return (f"decision sequence: {config.sequence_length} frames, speeds "
                 f"{config.sequence_speed_min:g}-{config.sequence_speed_max:g}, margin >= "
-                f"{config.sequence_threshold:g} (x sqrt({config.sequence_warmup_length}/n) for "
-                f"n < {config.sequence_warmup_length} frames), top_k {config.top_k}")
+                f"{config.sequence_threshold:g} (x sqrt({warmup}/n) for n < {warmup} frames), "
+                f"top_k {config.top_k}")
     chain = f", {config.temporal_consecutive} consecutive" if config.decision == "chain" else ""
     return f"decision {config.decision}: score >= {config.score_threshold:g}{chain}, top_k {config.top_k}"
 

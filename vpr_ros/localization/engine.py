@@ -261,11 +261,11 @@ class LocalizationEngine:
         decision.temporal_count = result.length
         if result.at_speed_edge:
             decision.reason = d.REASON_SEQUENCE_SPEED_EDGE
-            decision.detail = (f"the best trajectory runs at {hypothesis.speed:.2f}x, an end of the "
-                               f"speeds searched ({self._speed_range(result.step)}): it may go on "
-                               f"beyond them, so it is no evidence (a stop, or widen the range)")
+            decision.detail = (f"the best trajectory runs at the slowest or fastest speed searched "
+                               f"({self._speed_range(result.step)}): it may go on beyond them, so "
+                               f"it is no evidence (a stop, or widen the range)")
         elif result.evidence < cfg.sequence_threshold:
-            warmup = cfg.sequence_warmup_length
+            warmup = self.sequence.settings.warmup
             if result.length < warmup:
                 decision.reason = d.REASON_SEQUENCE_SHORT
                 decision.detail = (f"margin {result.margin:.2f} x sqrt({result.length}/{warmup}) "

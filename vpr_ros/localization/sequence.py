@@ -83,11 +83,12 @@ class SequenceSettings:
     newest frame was (closer than min_step_m by odometry; else a descriptor at least this
     cosine-similar; 1 turns the view test off) replaces it. max_gap_s: a longer gap between frames restarts the sequence.
     warmup_length: a sequence of n < warmup_length frames (after a start or a restart) has its
-    margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`).
+    margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`); 0: the
+    sequence's length, so a margin counts as many of its own standard errors at any length.
     """
 
     length: int = 30
-    warmup_length: int = 30
+    warmup_length: int = 0
     speed_min: float = 0.4
     speed_max: float = 2.5
     speed_steps: int = 11
@@ -100,6 +101,11 @@ class SequenceSettings:
     min_step_m: float = 1.0
     stop_similarity: float = 0.9
     max_gap_s: float = 5.0
+
+    @property
+    def warmup(self) -> int:
+        """Frames below which the margin is discounted (`warmup_length`, or the length for 0)."""
+        return self.warmup_length or self.length
 
 
 @dataclass(frozen=True)
@@ -297,7 +303,7 @@ class SequenceMatcher:
         step = self._step()
         ranking = self._rank(step)
         margin, length = self._margin(ranking), len(self._frames)
-        warmup = self.settings.warmup_length
+        warmup = self.settings.warmup
         evidence = 0.0 if ranking.at_edge else margin * math.sqrt(min(length, warmup) / warmup)
         self.last = SequenceResult(self._agreed_end_first(ranking, step), margin, length, step,
                                    restart, evidence, ranking.at_edge)
