@@ -27,8 +27,8 @@ keyframe); the position is that mode and the orientation is the anchor's. The co
   linearly up to (1 + confidence_gain) times at zero confidence; finite by design (filters
   reject infinite covariances).
 
-Measured figures (Gardens Point with the frame index as the along-track coordinate) are in the
-README, with the commands that give them.
+Measured figures (Gardens Point with the frame index as the along-track coordinate) are in
+docs/results.md, with the commands that give them.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple

@@ -21,7 +21,7 @@ Index kinds:
   well a keyframe codes): with nlist 2048 this raised the tuning-set ratio to exact R@1 at 1e6
   keyframes from 0.78 to 0.97 (0.81 to 0.89 with nlist 1024; bench/map_scaling.py --tuning), for
   no memory. Plain 8-bit IVF-PQ of the whole descriptor with 32-D sub-vectors (earlier vpr_ros
-  maps, still loaded, and rescored too) kept 0.49 of exact R@1 at 1e6 keyframes (README "Map
+  maps, still loaded, and rescored too) kept 0.49 of exact R@1 at 1e6 keyframes (docs/results.md "Map
   scaling on real descriptors", bench/map_scaling.py). Its projection and codebooks need
   training data: until the map holds `IndexSpec.train_at` keyframes (at least 39 x max(nlist,
   256), FAISS's k-means minimum) it stays an exact fp16 index, then it is trained once on a random
@@ -31,7 +31,7 @@ Index kinds:
   model is not plain NetVLAD), IVF-PQ with nlist 1024 (k-means needs 39 x 2048 keyframes for
   2048 lists) once the map reaches `AUTO_COMPRESS_AT` keyframes,
   the size beyond which an exact map of the default descriptor no longer fits 10 ms per query
-  or the map memory budget (README "Map scaling on real descriptors").
+  or the map memory budget (docs/results.md "Map scaling on real descriptors").
 
 Fast-scan IVF-PQ (4-bit codes, earlier vpr_ros) is not offered: FAISS 1.15 crashes decoding the
 codes of a loaded fast-scan index, and sequence decisions need the descriptors back.

@@ -2,7 +2,7 @@
 
 A NetVLAD descriptor is K·D: shrinking the D local channels shrinks it K times. Every image gives
 h·w local features, so a few dozen images fit a D-component PCA well, where a global PCA of
-K·D-dimensional descriptors needs more images than a map usually has (README "Compact
+K·D-dimensional descriptors needs more images than a map usually has (docs/results.md "Compact
 descriptors", bench/descriptor_size.py).
 """
 import numpy as np
