@@ -191,17 +191,11 @@ class EngineConfig:
         return asdict(self)
 
     def sequence_settings(self) -> SequenceSettings:
-        """The sequence matcher's settings taken from this config."""
-        return SequenceSettings(
-            length=self.sequence_length, speed_min=self.sequence_speed_min,
-            speed_max=self.sequence_speed_max, speed_steps=self.sequence_speed_steps,
-            distance_speed_min=self.sequence_distance_speed_min,
-            distance_speed_max=self.sequence_distance_speed_max,
-            distance_speed_steps=self.sequence_distance_speed_steps,
-            reverse=self.sequence_reverse, rival_window_s=self.sequence_rival_window_s,
-            rival_window_m=self.sequence_rival_window_m, min_step_m=self.sequence_min_step_m,
-            stop_similarity=self.sequence_stop_similarity, max_gap_s=self.temporal_max_gap_s,
-            warmup_length=self.sequence_warmup_length)
+        """The sequence matcher's settings taken from this config: each `sequence_<name>`
+        field is the matcher's `<name>`, and `temporal_max_gap_s` its `max_gap_s`."""
+        mirrored = {f.name: getattr(self, "sequence_" + f.name) for f in fields(SequenceSettings)
+                    if hasattr(self, "sequence_" + f.name)}
+        return SequenceSettings(max_gap_s=self.temporal_max_gap_s, **mirrored)
 
 
 def _speed_range_checks(name: str, low: float, high: float, steps: int):
