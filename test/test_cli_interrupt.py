@@ -26,9 +26,12 @@ def test_every_command_ends_on_ctrl_c_with_one_line(command, monkeypatch, capsys
 
 
 def test_a_real_sigint_during_the_demo_prints_one_line(tmp_path):
+    # a shell's background job starts with SIGINT ignored, and Python then keeps it ignored:
+    # give the demo the default disposition, as a terminal would
     process = subprocess.Popen(
         [sys.executable, "-m", "vpr_ros.cli", "demo", "--out", str(tmp_path / "demo")],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = process.stderr.readline()          # the demo logs as soon as it starts working
         assert first, "the demo printed nothing"

@@ -265,6 +265,7 @@ def test_build_map_extend_by_night_then_localize(sample_dir, tmp_path, fake_mode
     assert "index auto: exact fp16 until 50000 keyframes" in capsys.readouterr().out
     assert main(["build-map", "--source", str(sample_dir / "night_right"), "--session", "night",
                  "--condition", "night", "--every", "10", "--verification", "orb", "--out", str(map_dir)]) == 0
+    assert "of 10 keyframes linked to places the map already held" in capsys.readouterr().out
     kf_map = KeyframeMap.load(map_dir, expected_fingerprint=PixelEmbedder.fingerprint)
     assert kf_map.sessions["night"] == {"keyframes": 10, "conditions": ["night"]}
     assert kf_map.record(50).features is not None and kf_map.record(0).features is None
