@@ -429,3 +429,25 @@ def test_a_map_whose_robot_waited_while_mapping_keeps_a_constant_speed_clock(rou
 
     assert right_share(0.9) >= 0.95
     assert right_share(0.9) > right_share(1.0)
+
+
+def test_an_engine_mapping_while_parked_then_localizing_through_its_map(route):
+    """Mapping mode with TF poses: the robot parks 20 s (keyframes every second at one pose and
+    one view), drives on; a later drive through the map finds the route, parking spot included."""
+    kf_map = KeyframeMap.create(DIM, "synthetic")
+    mapping = LocalizationEngine(kf_map, None, EngineConfig(mode="mapping", session="day",
+                                                            keyframe_interval_s=1.0))
+    places = np.concatenate([np.arange(0, 50), np.full(20, 50), np.arange(51, PLACES)])
+    poses = [(2.0 * p, 0, 0, 0, 0, 0, 1) for p in places]
+    parked = route[50]
+    for i, (p, pose) in enumerate(zip(places, poses)):
+        mapping.process_descriptor(parked if p == 50 else route[p], float(i), pose=pose)
+    assert np.sum(kf_map.records.poses[:, 0] == 100.0) >= 10, "keyframes piled up at one spot"
+    engine = LocalizationEngine(kf_map, None, EngineConfig())
+    revisit = np.arange(20, 100)
+    decisions = engine_decisions(engine, route, revisit, 1000.0 + revisit.astype(float), noise=1.0)
+    place_of = np.round(kf_map.records.poses[:, 0] / 2.0).astype(int)
+    right = [abs(place_of[d.best.keyframe_id] - p) <= 2 for d, p in zip(decisions[10:], revisit[10:])]
+    assert np.mean(right) >= 0.95
+    assert not any(d.accepted and abs(place_of[d.best.keyframe_id] - p) > 2
+                   for d, p in zip(decisions, revisit))
