@@ -19,9 +19,10 @@ from training.mining import HardNegativeMiner
 TRAVERSALS = {"day_a": (0, 1.0), "day_b": (3, 1.0), "night": (1, 0.45)}
 
 
-def write_traversals(root: Path, places: int = 12, size: int = 64) -> Path:
-    """Folders day_a, day_b, night of `places` PNGs each; Image{i:03d}.png shows place i."""
-    for name, (shift, gain) in TRAVERSALS.items():
+def write_traversals(root: Path, places: int = 12, size: int = 64, traversals=None) -> Path:
+    """Folders day_a, day_b, night (or `traversals`: {name: (shift, gain)}) of `places` PNGs
+    each; Image{i:03d}.png shows place i."""
+    for name, (shift, gain) in (traversals or TRAVERSALS).items():
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(places):
