@@ -273,7 +273,9 @@ def validation_rows(protocol: Protocol, hits: Dict) -> Tuple[List[dict], tuple]:
             **{f"{p} r1": float(hits[key][0][j].mean()) for j, p in enumerate(PAIR_NAMES)},
             "nordland_r1": float(hits[key][1].mean()),
             "minus_chosen": float(gp[i].mean() - gp[c].mean()), "minus_chosen_low": d_low,
-            "minus_chosen_high": d_high, "fold_diff_min": float(min(per_fold)),
+            "minus_chosen_high": d_high,
+            "discordant": float(np.mean(hits[key][0] != hits[chosen][0])),
+            "fold_diff_min": float(min(per_fold)),
             "fold_diff_max": float(max(per_fold)), "chosen": key == chosen})
     return rows, chosen
 
@@ -333,9 +335,12 @@ def print_validation(rows: List[dict], protocol: Protocol) -> None:
               f"{row['minus_chosen']:>+10.3f} [{row['minus_chosen_low']:+.3f}, "
               f"{row['minus_chosen_high']:+.3f}]{row['fold_diff_min']:>+8.3f}.."
               f"{row['fold_diff_max']:+.3f}{mark}")
-    widths = [r["minus_chosen_high"] - r["minus_chosen_low"] for r in rows if not r["chosen"]]
-    print(f"paired interval of a difference: median width {np.median(widths):.3f} "
-          f"(±{np.median(widths) / 2:.3f})")
+    others = [r for r in rows if not r["chosen"]]
+    width = np.median([r["minus_chosen_high"] - r["minus_chosen_low"] for r in others])
+    alone = np.median([r["gp_r1_high"] - r["gp_r1_low"] for r in rows])
+    print(f"95 % interval widths (median): a difference, paired {width:.3f} (±{width / 2:.3f}); "
+          f"one candidate's R@1 alone {alone:.3f}. Queries on which a candidate and the choice "
+          f"disagree: median {np.median([r['discordant'] for r in others]):.3f}")
 
 
 def plot_validation(rows: List[dict], protocol: Protocol, path: Path) -> None:

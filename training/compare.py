@@ -109,10 +109,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError(f"{run} has no epoch {epoch}; it has {sorted(epochs)}")
             picked.append((f"{run}:{epoch}", epochs[epoch], epochs))
         if len(picked) == 1:
-            name, ranks, epochs = picked[0]
+            name, _, epochs = picked[0]
+            if 0 not in epochs:
+                raise ValueError(f"{name} has no epoch 0 (the start of training, written when a "
+                                 f"run starts from scratch); give a second run to compare with")
             picked.insert(0, (f"{name.rpartition(':')[0]}:0", epochs[0], epochs))
         result = compare(picked[0][1], picked[1][1], args.recall_at, args.block)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     n = args.recall_at
