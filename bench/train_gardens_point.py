@@ -40,7 +40,8 @@ day_left, ±2): single-image R@1 and the sequence decision the robot uses (engin
 on the test map (k-means seed = seed) and the recipe's start. Trained models are kept and reused,
 so a rerun rescores them with the current sequence matcher.
 
-Writes into --out: validate/validation.csv, validate/choice.json, validate/validation.png;
+Writes into --out: validate/validation.csv, validate/effects.csv, validate/choice.json,
+validate/validation.png;
 test/test.csv, test/test_summary.csv, test/test.png; the runs' folders.
 """
 import argparse
@@ -280,6 +281,38 @@ def validation_rows(protocol: Protocol, hits: Dict) -> Tuple[List[dict], tuple]:
     return rows, chosen
 
 
+def factor_effects(protocol: Protocol, hits: Dict, chosen: tuple) -> List[dict]:
+    """Each factor's contrast averaged over epochs 1..E (and over the other factor, or at its
+    chosen level), with the paired block-bootstrap interval: what the single cells can't resolve."""
+    epochs = range(1, protocol.epochs + 1)
+
+    def per_place(losses, synthetic) -> np.ndarray:
+        return np.mean([hits[(loss, n, e)][0].mean(axis=0)
+                        for loss in losses for n in synthetic for e in epochs], axis=0)
+
+    loss, synthetic = chosen[:2]
+    contrasts = []
+    for n in protocol.synthetic:
+        if n != synthetic:
+            contrasts += [(f"synthetic {n} - {synthetic}, all losses", protocol.losses, n, synthetic),
+                          (f"synthetic {n} - {synthetic}, {loss}", (loss,), n, synthetic)]
+    rows = []
+    for label, losses, a, b in contrasts:
+        rows.append((label, per_place(losses, [a]) - per_place(losses, [b])))
+    for other in protocol.losses:
+        if other != loss:
+            rows.append((f"{loss} - {other}, synthetic {synthetic}",
+                         per_place([loss], [synthetic]) - per_place([other], [synthetic])))
+    rows.append((f"trained (every candidate) - {START}",
+                 per_place(protocol.losses, protocol.synthetic) - hits[START][0].mean(axis=0)))
+    result = []
+    for label, difference in rows:
+        low, high = interval(block_bootstrap_means(difference[None], BLOCK)[:, 0])
+        result.append({"contrast": label + f", epochs 1-{protocol.epochs}",
+                       "difference": float(difference.mean()), "low": low, "high": high})
+    return result
+
+
 def _label(key) -> str:
     if isinstance(key, tuple):
         loss, synthetic, epochs = key
@@ -312,11 +345,17 @@ def validate(args, protocol: Protocol) -> int:
     rows, chosen = validation_rows(protocol, hits)
     out = args.out / "validate"
     write_csv(rows, out / "validation.csv")
+    effects = factor_effects(protocol, hits, chosen)
+    write_csv(effects, out / "effects.csv")
     choice = {"loss": chosen[0], "synthetic_night": chosen[1], "epochs": chosen[2],
               "protocol": protocol.__dict__}
     atomic_write_text(out / "choice.json", json.dumps(choice, indent=2, default=list) + "\n")
     plot_validation(rows, protocol, out / "validation.png")
     print_validation(rows, protocol)
+    print("\nfactors, averaged over epochs (Gardens Point R@1 difference, paired 95 %):")
+    for effect in effects:
+        print(f"  {effect['contrast']:<66}{effect['difference']:+.3f} [{effect['low']:+.3f}, "
+              f"{effect['high']:+.3f}]")
     print(f"total {(time.monotonic() - started) / 60:.1f} min; {out}")
     return 0
 

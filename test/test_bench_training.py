@@ -1,5 +1,6 @@
 """bench/train_gardens_point.py: the k-fold protocol keeps validation places out of training,
 the choice is made on validation only, and the whole benchmark (`--quick`) runs end to end."""
+import csv
 import importlib.util
 import json
 import sys
@@ -105,6 +106,10 @@ def test_quick_benchmark_runs_validation_then_test(bench, tmp_path, capsys):
     rows = (out / "validate" / "validation.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 + 2 * 2                  # header, baselines, 2 configs × 2 epochs
     assert (out / "validate" / "validation.png").stat().st_size > 0
+    with (out / "validate" / "effects.csv").open() as handle:
+        effects = [row["contrast"] for row in csv.DictReader(handle)]
+    assert len(effects) == 3 and effects[1].startswith("synthetic ") and "sare_individual" in effects[1]
+    assert effects[2] == f"trained (every candidate) - {bench.START}, epochs 1-2"
     assert "<- chosen" in capsys.readouterr().out
 
     assert bench.main(["test", *common]) == 0
