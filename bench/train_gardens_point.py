@@ -354,7 +354,7 @@ def validate(args, protocol: Protocol) -> int:
     print_validation(rows, protocol)
     print("\nfactors, averaged over epochs (Gardens Point R@1 difference, paired 95 %):")
     for effect in effects:
-        print(f"  {effect['contrast']:<66}{effect['difference']:+.3f} [{effect['low']:+.3f}, "
+        print(f"  {effect['contrast']:<82}{effect['difference']:+.3f} [{effect['low']:+.3f}, "
               f"{effect['high']:+.3f}]")
     print(f"total {(time.monotonic() - started) / 60:.1f} min; {out}")
     return 0
@@ -573,7 +573,7 @@ def plot_test(summary: List[dict], path: Path) -> None:
     pairs = list(dict.fromkeys(r["pair"] for r in summary))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, metric, title in zip(axes, ("r1", "seq_r100p"),
-                                 ("single image R@1", "sequence decision R@100P")):
+                                 ("single image R@1", "sequence decision (engine defaults) R@100P")):
         for j, model in enumerate(models):
             rows = [next(r for r in summary if r["model"] == model and r["pair"] == p) for p in pairs]
             x = np.arange(len(pairs)) + (j - (len(models) - 1) / 2) * 0.25
@@ -581,9 +581,10 @@ def plot_test(summary: List[dict], path: Path) -> None:
             err = [mean - [r[metric + "_min"] for r in rows], [r[metric + "_max"] for r in rows] - mean]
             ax.bar(x, mean, 0.25, yerr=err, capsize=3, label=model, color=f"C{j}")
         ax.set_xticks(range(len(pairs)), [p.replace("->", " → ") for p in pairs])
-        ax.set(title=f"test places, {title} (bar: mean, whisker: seed range)", ylim=(0, 1.05))
+        ax.set(title=title, ylim=(0, 1.05))
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Gardens Point test places (bar: mean over seeds, whisker: their range)")
     fig.tight_layout()
     save_figure(fig, path)
 
