@@ -3,9 +3,9 @@ the training places, then tested once on held-out places.
 
 Two stages, two commands, so the test is read only after the recipe is fixed:
 
-    python bench/train_gardens_point.py validate         # k-fold choice (~3 h, 1 thread)
+    python bench/train_gardens_point.py validate         # k-fold choice (2.2 h here, 1 thread)
     # write the printed choice into training/configs/gardens_point_night.yaml, then:
-    python bench/train_gardens_point.py test             # the recipe, 3 seeds, places 100-199
+    python bench/train_gardens_point.py test             # the recipe, 3 seeds, places 100-199 (10 min)
     python bench/train_gardens_point.py validate --quick # the same protocol in miniature
 
 Validation (`validate`), fixed before any run:
@@ -40,9 +40,8 @@ day_left, ±2): single-image R@1 and the sequence decision the robot uses (engin
 on the test map (k-means seed = seed) and the recipe's start. Trained models are kept and reused,
 so a rerun rescores them with the current sequence matcher.
 
-Writes into --out: validate/validation.csv, validate/effects.csv, validate/choice.json,
-validate/validation.png;
-test/test.csv, test/test_summary.csv, test/test.png; the runs' folders.
+Writes into --out: validate/validation.csv, validate/effects.csv, validate/choice.json and
+validate/validation.png; test/test.csv, test/test_summary.csv and test/test.png; the runs' folders.
 """
 import argparse
 import json
