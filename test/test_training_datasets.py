@@ -19,9 +19,10 @@ from training.mining import HardNegativeMiner
 TRAVERSALS = {"day_a": (0, 1.0), "day_b": (3, 1.0), "night": (1, 0.45)}
 
 
-def write_traversals(root: Path, places: int = 12, size: int = 64) -> Path:
-    """Folders day_a, day_b, night of `places` PNGs each; Image{i:03d}.png shows place i."""
-    for name, (shift, gain) in TRAVERSALS.items():
+def write_traversals(root: Path, places: int = 12, size: int = 64, traversals=None) -> Path:
+    """Folders day_a, day_b, night (or `traversals`: {name: (shift, gain)}) of `places` PNGs
+    each; Image{i:03d}.png shows place i."""
+    for name, (shift, gain) in (traversals or TRAVERSALS).items():
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(places):
@@ -221,3 +222,41 @@ def test_concatenated_sets_never_mix_places_and_need_equal_radii(tmp_path):
     b.pos_radius = 1
     with pytest.raises(ValueError, match="different radii"):
         concat_place_sets([a, b])
+
+
+def test_place_ranges_split_aligned_walks_and_queries_can_come_from_a_stretch_of_their_own(tmp_path):
+    root = write_traversals(tmp_path, places=12, size=32)
+    around = load_aligned_traversals(root, ["day_a"], ["night"], places=[[0, 3], [8, 12]])
+    assert [int(p.stem[-3:]) for p in around.db_images] == [0, 1, 2, 8, 9, 10, 11]
+    assert around.name.endswith("places 0-2,8-11")
+    held_out = load_aligned_traversals(root, ["day_a"], ["night"], places=[0, 12],
+                                       query_places=[4, 7], eval_radius=1)
+    assert held_out.num_db == 12 and [int(p.stem[-3:]) for p in held_out.query_images] == [4, 5, 6]
+    assert held_out.eval_positives()[0].tolist() == [3, 4, 5]       # the map's own rows
+    with pytest.raises(ValueError, match="place range \\[5, 2\\]"):
+        open_place_set(DatasetSpec(kind="aligned", root=str(root), db_traversals=["day_a"],
+                                   query_traversals=["night"], places=[[0, 3], [5, 2]]))
+
+
+def test_csv_place_ranges_are_database_rows_and_queries_follow_their_nearest_row(tmp_path):
+    day, night = tmp_path / "day.csv", tmp_path / "night.csv"
+    day.write_text("path,x,y,traversal\n" + "".join(f"d{i}.jpg,{2.0 * i},0,day\n" for i in range(10)))
+    night.write_text("path,x,y,traversal\n" + "".join(f"n{i}.jpg,{1.0 * i},0,night\n"
+                                                      for i in range(20)))
+    stretch = load_position_csv(day, night, places=[6, 10], pos_radius=2, neg_radius=4)
+    assert [p.name for p in stretch.db_images] == ["d6.jpg", "d7.jpg", "d8.jpg", "d9.jpg"]
+    assert [p.name for p in stretch.query_images] == [f"n{i}.jpg" for i in range(12, 20)]
+    mapped = load_position_csv(day, night, places=[0, 10], query_places=[0, 2])
+    assert mapped.num_db == 10 and [p.name for p in mapped.query_images] == ["n0.jpg", "n1.jpg",
+                                                                          "n2.jpg", "n3.jpg"]
+    with pytest.raises(ValueError, match="places range \\[8, 12\\) is outside 0..10"):
+        load_position_csv(day, night, places=[8, 12])
+
+
+def test_a_rendering_depends_on_its_image_not_on_the_other_places_in_the_set(tmp_path):
+    root = write_traversals(tmp_path, places=6, size=32)
+    whole = with_synthetic_queries(load_aligned_traversals(root, ["day_a"], ["night"]), 1, seed=3)
+    part = with_synthetic_queries(load_aligned_traversals(root, ["day_a"], ["night"],
+                                                          places=[3, 6]), 1, seed=3)
+    seeds = {s.source: s.seed for s in whole.query_images[6:]}
+    assert all(seeds[s.source] == s.seed for s in part.query_images[3:])

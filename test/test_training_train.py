@@ -12,6 +12,7 @@ from training.config import config_from_dict, load_config
 from training.distributed import DistContext
 from training.evaluation import embed_paths
 from training.images import PrefixStore
+from training.compare import main as compare_main
 from training.train import Trainer, main
 from vpr_ros.model.checkpoint import load_checkpoint, read_checkpoint
 
@@ -217,3 +218,41 @@ def test_dataset_lists_name_the_entry_at_fault(walk, tmp_path):
     config["data"]["train"] = [{"kind": "aligned", "sythetic_night": 2}]
     with pytest.raises(ValueError, match=r"data.train\[0\].sythetic_night"):
         config_from_dict(config)
+
+
+def test_clustering_images_spread_evenly_over_each_training_set(walk, tmp_path):
+    trainer = Trainer(config_from_dict(tiny_config(walk, tmp_path, cluster_images=6)), DistContext())
+    chosen = trainer._cluster_images()                  # 24 db images: 3 walks × places 0-7
+    assert [(p.parent.name, int(p.stem[-3:])) for p in chosen] == [      # db 0, 5, 9, 14, 18, 23
+        ("day_a", 0), ("day_a", 5), ("day_b", 1), ("day_b", 6), ("night", 2), ("night", 7)]
+
+
+def test_fixed_epochs_without_validation_keep_the_last_epoch(walk, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(walk, out, select_epoch="last", **{"optim.epochs": 2})
+    config["data"]["val"] = []
+    trainer = Trainer(config_from_dict(config), DistContext())
+    assert trainer.fit() == {}
+    final = load_checkpoint(trainer.finalize())
+    last = load_checkpoint(out / "last.pt")
+    assert not (out / "best.pt").exists() and not (out / "val_queries.csv").exists()
+    torch.testing.assert_close(final.netvlad.centroids, last.netvlad.centroids)
+    with pytest.raises(ValueError, match="data.val lists no dataset; without validation set "
+                                         "select_epoch: last"):
+        config_from_dict({**config, "select_epoch": "best"})
+
+
+def test_validation_ranks_per_query_are_kept_for_every_epoch(walk, tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(config_from_dict(tiny_config(walk, out, **{"optim.epochs": 2})), DistContext()).fit()
+    rows = _rows(out / "val_queries.csv")
+    assert [r["epoch"] for r in rows] == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
+    assert [r["query"] for r in rows[:4]] == ["0", "1", "2", "3"]
+    epochs = _rows(out / "epochs.csv")
+    for epoch in ("0", "1", "2"):
+        first = [int(r["first_match"]) for r in rows if r["epoch"] == epoch]
+        recall = float(next(e for e in epochs if e["epoch"] == epoch)["recall@1"])
+        assert np.mean([f == 1 for f in first]) == pytest.approx(recall)
+    assert compare_main([f"{out}:0", f"{out}:2", "--recall-at", "2"]) == 0
+    assert "4 common validation queries, R@2" in capsys.readouterr().out
+    assert compare_main([str(out), str(tmp_path / "missing")]) == 2

@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 
 import yaml
 
+from training.datasets import place_ranges
 from training.losses import LOG_KERNELS, LOSSES
 
 
@@ -19,7 +20,9 @@ class DatasetSpec:
     root: Optional[str] = None                   # aligned: folder of traversals; mat/csv: image root
     db_traversals: List[str] = field(default_factory=list)
     query_traversals: List[str] = field(default_factory=list)
-    places: Optional[Tuple[int, int]] = None     # aligned: half-open range of place indices
+    places: Optional[List[Tuple[int, int]]] = None  # half-open [start, stop] place ranges, one or a
+                                                 # list (aligned: place index; csv: database row)
+    query_places: Optional[List[Tuple[int, int]]] = None  # queries from these places (default: places)
     mat_file: Optional[str] = None               # mat: Pittsburgh/Tokyo TM dbStruct file
     query_root: Optional[str] = None             # mat: query image folder (Pittsburgh: queries_real)
     csv_file: Optional[str] = None               # csv: path,x,y rows
@@ -80,6 +83,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     recall_ns: List[int] = field(default_factory=lambda: [1, 5, 10, 20])
     select_by_recall_at: int = 5                 # best checkpoint by this Recall@N on val
+    select_epoch: str = "best"                   # best: by validation; last: the epochs were chosen
+                                                 # beforehand (k-fold), validation only reports
     whitening_dim: Optional[int] = 4096          # PCA-whitening fitted at the end; null: none
     whitening_max_images: int = 10000
     cluster_images: int = 500                    # images for NetVLAD k-means when off-the-shelf
@@ -93,16 +98,22 @@ class TrainConfig:
             raise ValueError(f"loss.name {self.loss.name!r} is not one of {list(LOSSES)}")
         if self.loss.kernel not in LOG_KERNELS:
             raise ValueError(f"loss.kernel {self.loss.kernel!r} is not one of {sorted(LOG_KERNELS)}")
+        if self.select_epoch not in ("best", "last"):
+            raise ValueError(f"select_epoch {self.select_epoch!r} must be best or last")
         for spec_name in ("train", "val"):
             specs = getattr(self.data, spec_name)
-            if not specs:
-                raise ValueError(f"data.{spec_name} lists no dataset")
+            if not specs and (spec_name == "train" or self.select_epoch == "best"):
+                raise ValueError(f"data.{spec_name} lists no dataset" + (
+                    "; without validation set select_epoch: last" if spec_name == "val" else ""))
             for number, spec in enumerate(specs):
                 if spec.kind not in ("aligned", "mat", "csv"):
                     raise ValueError(f"data.{spec_name}[{number}].kind {spec.kind!r} must be "
                                      f"aligned, mat or csv")
                 if spec.synthetic_night < 0:
                     raise ValueError(f"data.{spec_name}[{number}].synthetic_night must be >= 0")
+                if spec.kind == "mat" and (spec.places or spec.query_places):
+                    raise ValueError(f"data.{spec_name}[{number}]: places and query_places "
+                                     f"select aligned or csv data, not a mat dbStruct")
         if self.select_by_recall_at not in self.recall_ns:
             raise ValueError(f"select_by_recall_at={self.select_by_recall_at} must be one of "
                              f"recall_ns {self.recall_ns}")
@@ -130,8 +141,11 @@ def _build(cls, data, where: str):
             values[name] = [_build(items, v, f"{where}{name}[{i}].") for i, v in enumerate(listed)]
         elif dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, f"{where}{name}.")
-        elif name in ("places",) and value is not None:
-            values[name] = tuple(value)
+        elif name in ("places", "query_places") and value is not None:
+            try:
+                values[name] = place_ranges(value)
+            except ValueError as err:
+                raise ValueError(f"{where}{name}: {err}") from err
         elif isinstance(value, str):
             values[name] = _expand(value, f"{where}{name}")
         else:

@@ -3,14 +3,18 @@
 Three sources give the same `PlaceSet` (database + queries + positions):
 - Pittsburgh / Tokyo Time Machine `.mat` files (`dbStruct`, UTM positions in meters);
 - aligned traversals (Gardens Point, Nordland): folders where the same index is the same place,
-  positions in frames, optionally restricted to a range of places (train/held-out splits);
+  positions in frames;
 - a CSV of `path,x,y` in meters (optional `traversal` column).
+
+Aligned and CSV sets can be restricted to ranges of places (`places`, and `query_places` for the
+queries alone): that is how a route is split into training, held-out and k-fold stretches.
 
 Positives lie within `pos_radius`, negatives beyond `neg_radius`; recall counts a match within
 `eval_radius`. When images carry a traversal id, positives must come from another traversal, so a
 query never "finds" itself or its neighbour frames in the same walk.
 """
 import csv
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -155,15 +159,75 @@ def _utm(value, count: int, mat_path: Path, field: str) -> np.ndarray:
     return utm.T
 
 
+PlaceRanges = List[Tuple[int, int]]
+
+
+def place_ranges(value) -> Optional[PlaceRanges]:
+    """`[start, stop]` or a list of them → a list of half-open (start, stop) ranges (None stays)."""
+    if value is None:
+        return None
+    pairs = [value] if len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value) \
+        else list(value)
+    ranges = []
+    for pair in pairs:
+        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair) \
+                or not 0 <= pair[0] < pair[1]:
+            raise ValueError(f"place range {pair!r} must be [start, stop] with 0 <= start < stop "
+                             f"(half-open); give one range or a list of them")
+        ranges.append((int(pair[0]), int(pair[1])))
+    return ranges
+
+
+def _describe(ranges: PlaceRanges) -> str:
+    return ",".join(f"{start}-{stop - 1}" for start, stop in ranges)
+
+
+def _in_ranges(index: np.ndarray, ranges: PlaceRanges) -> np.ndarray:
+    return np.any([(index >= start) & (index < stop) for start, stop in ranges], axis=0)
+
+
+def _check_ranges(ranges: Optional[PlaceRanges], total: int, where: str) -> PlaceRanges:
+    if ranges is None:
+        return [(0, total)]
+    for start, stop in ranges:
+        if stop > total:
+            raise ValueError(f"{where}: places range [{start}, {stop}) is outside 0..{total}")
+    return ranges
+
+
+def restrict(places: PlaceSet, db_place: np.ndarray, query_place: np.ndarray,
+             db_ranges: PlaceRanges, query_ranges: PlaceRanges) -> PlaceSet:
+    """The database images whose place index lies in `db_ranges` and the queries whose place
+    index lies in `query_ranges` (`db_place` / `query_place`: each image's place index)."""
+    db_keep = np.flatnonzero(_in_ranges(db_place, db_ranges))
+    query_keep = np.flatnonzero(_in_ranges(query_place, query_ranges))
+    if not len(db_keep) or not len(query_keep):
+        raise ValueError(f"{places.name}: places {_describe(db_ranges)} keep {len(db_keep)} "
+                         f"database images and {len(query_keep)} queries; widen the ranges")
+    label = _describe(db_ranges) + ("" if query_ranges == db_ranges
+                                    else f", queries {_describe(query_ranges)}")
+    traversals = places.db_traversals is not None
+    return PlaceSet(name=f"{places.name} places {label}",
+                    db_images=[places.db_images[i] for i in db_keep],
+                    db_positions=places.db_positions[db_keep],
+                    query_images=[places.query_images[i] for i in query_keep],
+                    query_positions=places.query_positions[query_keep],
+                    pos_radius=places.pos_radius, neg_radius=places.neg_radius,
+                    eval_radius=places.eval_radius, unit=places.unit,
+                    db_traversals=places.db_traversals[db_keep] if traversals else None,
+                    query_traversals=places.query_traversals[query_keep] if traversals else None)
+
+
 def load_aligned_traversals(root: PathLike, db_traversals: Sequence[str],
-                            query_traversals: Sequence[str],
-                            places: Optional[Tuple[int, int]] = None, pos_radius: float = 2,
-                            neg_radius: float = 10, eval_radius: float = 2) -> PlaceSet:
+                            query_traversals: Sequence[str], places=None, pos_radius: float = 2,
+                            neg_radius: float = 10, eval_radius: float = 2,
+                            query_places=None) -> PlaceSet:
     """Sub-folders of `root` where image i shows place i in every folder (Gardens Point, Nordland).
 
-    Positions are frame indices, so radii are in frames. `places` = (start, stop) keeps only that
-    half-open range of places, which is how a train / held-out split by place is made. A query is
-    never its own positive: positives come from other traversals.
+    Positions are frame indices, so radii are in frames. `places` (a half-open (start, stop) or a
+    list of them) keeps only those places, which is how a split by place is made; `query_places`
+    takes the queries from other places than the database (a held-out stretch searched in a map
+    of the whole route). A query is never its own positive: positives come from other traversals.
     """
     root = Path(root)
     names = list(dict.fromkeys([*db_traversals, *query_traversals]))
@@ -175,10 +239,10 @@ def load_aligned_traversals(root: PathLike, db_traversals: Sequence[str],
         raise ValueError(f"{root}: aligned traversals must hold the same number of images, "
                          f"got {counts}")
     total = next(iter(counts.values()))
-    start, stop = (0, total) if places is None else (int(places[0]), int(places[1]))
-    if not 0 <= start < stop <= total:
-        raise ValueError(f"{root}: places range [{start}, {stop}) is outside 0..{total}")
-    index = np.arange(start, stop)
+    db_ranges = _check_ranges(place_ranges(places), total, str(root))
+    query_ranges = (db_ranges if query_places is None
+                    else _check_ranges(place_ranges(query_places), total, str(root)))
+    index = np.arange(total)
 
     def side(traversals):
         images = [listings[t][i] for t in traversals for i in index]
@@ -188,12 +252,12 @@ def load_aligned_traversals(root: PathLike, db_traversals: Sequence[str],
 
     db_images, db_pos, db_ids = side(db_traversals)
     q_images, q_pos, q_ids = side(query_traversals)
-    return PlaceSet(name=f"{root.name} {'+'.join(query_traversals)}→{'+'.join(db_traversals)} "
-                         f"places {start}-{stop - 1}",
-                    db_images=db_images, db_positions=db_pos, query_images=q_images,
-                    query_positions=q_pos, pos_radius=pos_radius, neg_radius=neg_radius,
-                    eval_radius=eval_radius, unit="frames", db_traversals=db_ids,
-                    query_traversals=q_ids)
+    everything = PlaceSet(name=f"{root.name} {'+'.join(query_traversals)}→{'+'.join(db_traversals)}",
+                          db_images=db_images, db_positions=db_pos, query_images=q_images,
+                          query_positions=q_pos, pos_radius=pos_radius, neg_radius=neg_radius,
+                          eval_radius=eval_radius, unit="frames", db_traversals=db_ids,
+                          query_traversals=q_ids)
+    return restrict(everything, db_pos, q_pos, db_ranges, query_ranges)
 
 
 def read_position_csv(path: PathLike, image_root: Optional[PathLike] = None):
@@ -226,25 +290,37 @@ def read_position_csv(path: PathLike, image_root: Optional[PathLike] = None):
 
 def load_position_csv(db_csv: PathLike, query_csv: Optional[PathLike] = None,
                       image_root: Optional[PathLike] = None, pos_radius: float = 10,
-                      neg_radius: float = 25, eval_radius: float = 25) -> PlaceSet:
+                      neg_radius: float = 25, eval_radius: float = 25, places=None,
+                      query_places=None) -> PlaceSet:
     """A CSV of `path,x,y` (meters) as a `PlaceSet`; without `query_csv` every image is also a query.
 
     With one CSV, each image is its own traversal unless a `traversal` column says otherwise, so
-    a query never counts itself as positive.
+    a query never counts itself as positive. `places` / `query_places` are ranges of database CSV
+    rows (a drive's rows are in driving order, so a range is a stretch of the route); a query
+    belongs to the row of its nearest database image.
     """
     db_images, db_xy, db_ids = read_position_csv(db_csv, image_root)
     if query_csv is None:
         q_images, q_xy, q_ids = db_images, db_xy, db_ids
         if len(set(db_ids.tolist())) == 1:
             db_ids = q_ids = np.arange(len(db_images))
+        query_row = np.arange(len(db_images))
     else:
         q_images, q_xy, q_ids = read_position_csv(query_csv, image_root)
         db_ids = np.zeros(len(db_images), dtype=np.int64)
         q_ids = np.ones(len(q_images), dtype=np.int64)
-    return PlaceSet(name=Path(db_csv).stem, db_images=db_images, db_positions=db_xy,
-                    query_images=q_images, query_positions=q_xy, pos_radius=pos_radius,
-                    neg_radius=neg_radius, eval_radius=eval_radius, unit="m",
-                    db_traversals=db_ids, query_traversals=q_ids)
+        query_row = cKDTree(db_xy).query(q_xy)[1]
+    everything = PlaceSet(name=Path(db_csv).stem, db_images=db_images, db_positions=db_xy,
+                          query_images=q_images, query_positions=q_xy, pos_radius=pos_radius,
+                          neg_radius=neg_radius, eval_radius=eval_radius, unit="m",
+                          db_traversals=db_ids, query_traversals=q_ids)
+    if places is None and query_places is None:
+        return everything
+    where = f"{db_csv} ({len(db_images)} rows)"
+    db_ranges = _check_ranges(place_ranges(places), len(db_images), where)
+    query_ranges = (db_ranges if query_places is None
+                    else _check_ranges(place_ranges(query_places), len(db_images), where))
+    return restrict(everything, np.arange(len(db_images)), query_row, db_ranges, query_ranges)
 
 
 def with_synthetic_queries(places: PlaceSet, variants: int, seed: int = 0) -> PlaceSet:
@@ -258,8 +334,8 @@ def with_synthetic_queries(places: PlaceSet, variants: int, seed: int = 0) -> Pl
         return places
     db_ids, q_ids = _traversal_ids(places)
     first = int(max(db_ids.max(), q_ids.max())) + 1
-    synthetic = [SyntheticImage(Path(path), seed=_render_seed(seed, i, v))
-                 for v in range(variants) for i, path in enumerate(places.db_images)]
+    synthetic = [SyntheticImage(Path(path), seed=_render_seed(seed, Path(path), v))
+                 for v in range(variants) for path in places.db_images]
     return PlaceSet(name=f"{places.name} + {variants} synthetic night per db image",
                     db_images=places.db_images, db_positions=places.db_positions,
                     query_images=[*places.query_images, *synthetic],
@@ -277,8 +353,12 @@ def _traversal_ids(places: PlaceSet):
     return places.db_traversals, places.query_traversals
 
 
-def _render_seed(seed: int, image: int, variant: int) -> int:
-    return int(np.random.SeedSequence([seed, image, variant]).generate_state(1)[0])
+def _render_seed(seed: int, image: Path, variant: int) -> int:
+    """A rendering's seed from the run's seed and the image's folder and name, so an image is
+    rendered alike in every subset of places it belongs to (k folds share renderings) and on
+    every machine."""
+    key = zlib.crc32(f"{image.parent.name}/{image.name}".encode())
+    return int(np.random.SeedSequence([seed, key, variant]).generate_state(1)[0])
 
 
 def concat_place_sets(sets: Sequence[PlaceSet]) -> PlaceSet:
@@ -339,7 +419,8 @@ def _open_source(spec) -> PlaceSet:
         if not spec.root:
             raise ValueError("aligned dataset needs root: the folder holding the traversal folders")
         return load_aligned_traversals(spec.root, spec.db_traversals, spec.query_traversals,
-                                       spec.places, **radii(2, 10, 2))
+                                       spec.places, query_places=spec.query_places,
+                                       **radii(2, 10, 2))
     if spec.kind == "mat":
         if not spec.mat_file or not spec.root:
             raise ValueError("mat dataset needs mat_file (dbStruct .mat) and root (image folder)")
@@ -351,5 +432,6 @@ def _open_source(spec) -> PlaceSet:
     if spec.kind == "csv":
         if not spec.csv_file:
             raise ValueError("csv dataset needs csv_file (rows of path,x,y in meters)")
-        return load_position_csv(spec.csv_file, spec.query_csv_file, spec.root, **radii(10, 25, 25))
+        return load_position_csv(spec.csv_file, spec.query_csv_file, spec.root, **radii(10, 25, 25),
+                                 places=spec.places, query_places=spec.query_places)
     raise ValueError(f"unknown dataset kind {spec.kind!r}; use aligned, mat or csv")

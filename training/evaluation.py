@@ -2,7 +2,7 @@
 
 Retrieval and recall are `vpr_ros.evaluation` code, the same that `vpr-ros eval` reports with.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from tqdm import tqdm
 from training.datasets import PlaceSet
 from training.distributed import DistContext, gather_sharded_rows, shard
 from training.images import ImageStore
-from vpr_ros.evaluation.metrics import recall_at_n
+from vpr_ros.evaluation.metrics import first_match_rank, recall_at_n
 from vpr_ros.evaluation.retrieval import search_cosine
 
 
@@ -42,9 +42,11 @@ def _output_dim(model, store, paths, context) -> int:
 
 
 def evaluate_recall(model: torch.nn.Module, places: PlaceSet, store: ImageStore, ns: Sequence[int],
-                    batch_size: int, context: DistContext) -> Dict[int, float]:
-    """Recall@N of `model` on `places` (database = places.db_images, queries = places.query_images)."""
+                    batch_size: int, context: DistContext) -> Tuple[Dict[int, float], np.ndarray]:
+    """Recall@N of `model` on `places` (database = places.db_images, queries = places.query_images)
+    and each query's 1-based rank of its first correct match within the top max(ns) (0: none)."""
     db = embed_paths(model, store, places.db_images, batch_size, context, desc="val db")
     queries = embed_paths(model, store, places.query_images, batch_size, context, desc="val queries")
     _, ranked = search_cosine(db, queries, max(ns))
-    return recall_at_n(ranked, places.eval_positives(), ns)
+    positives = places.eval_positives()
+    return recall_at_n(ranked, positives, ns), first_match_rank(ranked, positives)

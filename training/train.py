@@ -5,8 +5,9 @@
     torchrun --nproc_per_node 2 -m training.train --config CONFIG      # DDP (gloo on CPU)
 
 Writes into `output_dir`: `last.pt` (resumable state), `best.pt` (best validation Recall@N),
-`model.pt` (best weights + PCA-whitening: what `vpr-ros eval` and the node load), `epochs.csv`,
-`steps.csv` and, when TensorBoard is installed, event files.
+`model.pt` (the kept epoch's weights + PCA-whitening: what `vpr-ros eval` and the node load),
+`epochs.csv`, `val_queries.csv` (per validation query and epoch, the rank of its first correct
+match), `steps.csv` and, when TensorBoard is installed, event files.
 """
 import argparse
 import csv
@@ -162,13 +163,12 @@ class Trainer:
 
     def _cluster_images(self) -> List[Path]:
         """`cluster_images` database images split equally between the training sets, so a
-        large set does not decide the clusters alone: every k-th image of each set (k = its
-        size // its share), at most its share."""
+        large set does not decide the clusters alone; each set's share spread evenly over it."""
         share = max(1, self.config.cluster_images // len(self.train_parts))
         chosen = []
         for places in self.train_parts:
-            step = max(1, places.num_db // share)
-            chosen += places.db_images[::step][:share]
+            picks = np.linspace(0, places.num_db - 1, min(share, places.num_db)).round()
+            chosen += [places.db_images[i] for i in np.unique(picks.astype(np.int64))]
         return chosen
 
     def _open_tensorboard(self):
@@ -246,23 +246,37 @@ class Trainer:
         if self.context.is_main:
             save_checkpoint(self.out_dir / "last.pt", self.model, extra=self._state(next_epoch))
 
-    def evaluate(self, model: Optional[VPRModel] = None) -> Dict[int, float]:
-        """Recall@N of `model` (default: the one training), averaged over the validation sets."""
+    def evaluate(self, model: Optional[VPRModel] = None,
+                 epoch: Optional[int] = None) -> Dict[int, float]:
+        """Recall@N of `model` (default: the one training), averaged over the validation sets.
+
+        With `epoch`, each validation query's rank of its first correct match goes to
+        `val_queries.csv`, so two runs can be compared query by query (training.compare)."""
+        if not self.val_sets:
+            return {}
         per_set = [evaluate_recall(model or self.model, places, self.inputs, self.config.recall_ns,
                                    self.config.embed_batch_size, self.context)
                    for places in self.val_sets]
-        if len(per_set) > 1 and self.context.is_main:
-            for places, recall in zip(self.val_sets, per_set):
-                log.info("  %s: %s", places.name, _fmt(recall))
-        return {n: float(np.mean([r[n] for r in per_set])) for n in self.config.recall_ns}
+        if self.context.is_main:
+            if len(per_set) > 1:
+                for places, (recall, _) in zip(self.val_sets, per_set):
+                    log.info("  %s: %s", places.name, _fmt(recall))
+            if epoch is not None:
+                _append_csv(self.out_dir / "val_queries.csv", [
+                    {"epoch": epoch, "set": number, "name": places.name, "query": query,
+                     "first_match": int(rank)}
+                    for number, (places, (_, ranks)) in enumerate(zip(self.val_sets, per_set))
+                    for query, rank in enumerate(ranks)])
+        return {n: float(np.mean([r[n] for r, _ in per_set])) for n in self.config.recall_ns}
 
     def fit(self) -> Dict[int, float]:
-        """Train all remaining epochs, keeping `best.pt` by validation recall; returns its recall."""
+        """Train all remaining epochs, keeping `best.pt` by validation recall (`select_epoch:
+        best`); returns the recall of the epoch kept."""
         config, n_sel = self.config, self.config.select_by_recall_at
         if self.context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.start_epoch == 0:
-            recall = self.evaluate()
+            recall = self.evaluate(epoch=0)
             if self.context.is_main:
                 log.info("before training: %s", _fmt(recall))
                 self._log_epoch(0, float("nan"), recall, 0.0)
@@ -274,8 +288,10 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss = self.train_epoch(epoch)
                 self.scheduler.step()
-                recall = self.evaluate()
-                if recall[n_sel] > self.best_recall:
+                recall = self.evaluate(epoch=epoch + 1)
+                if config.select_epoch == "last":
+                    best = recall
+                elif recall[n_sel] > self.best_recall:
                     self.best_recall, best = recall[n_sel], recall
                     if self.context.is_main:
                         save_checkpoint(self.out_dir / "best.pt", self.model,
@@ -308,12 +324,13 @@ class Trainer:
             self.tensorboard.flush()
 
     def finalize(self) -> Optional[Path]:
-        """Best weights + PCA-whitening fitted on training descriptors → `model.pt` (main rank)."""
-        best_path = self.out_dir / "best.pt"
-        if not best_path.is_file():
-            log.warning("no best.pt in %s: nothing to finalize", self.out_dir)
+        """The kept epoch's weights (best.pt, or last.pt with `select_epoch: last`) +
+        PCA-whitening fitted on training descriptors → `model.pt` (main rank)."""
+        kept = self.out_dir / ("last.pt" if self.config.select_epoch == "last" else "best.pt")
+        if not kept.is_file():
+            log.warning("no %s in %s: nothing to finalize", kept.name, self.out_dir)
             return None
-        model = load_checkpoint(best_path).to(self.context.device)
+        model = load_checkpoint(kept).to(self.context.device)
         if self.config.whitening_dim:
             paths = self.train_set.db_images
             step = max(1, len(paths) // self.config.whitening_max_images)
@@ -346,13 +363,17 @@ def _fmt(recall: Dict[int, float]) -> str:
     return ", ".join(f"R@{n} {r:.3f}" for n, r in recall.items())
 
 
-def _append_csv(path: Path, row: dict) -> None:
+def _append_csv(path: Path, rows) -> None:
+    """Append a row (dict) or a list of rows with the same keys, writing the header once."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
     new = not path.is_file()
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         if new:
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerows(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,10 +18,18 @@ def recall_at_n(ranked: np.ndarray, positives: Sequence[Iterable[int]],
     if max(ns) > ranked.shape[1]:
         raise ValueError(f"Recall@{max(ns)} needs ≥ {max(ns)} results per query, "
                          f"got {ranked.shape[1]}")
+    first = first_match_rank(ranked, positives)
+    return {int(n): float(np.mean((first > 0) & (first <= n))) for n in ns}
+
+
+def first_match_rank(ranked: np.ndarray, positives: Sequence[Iterable[int]]) -> np.ndarray:
+    """(Q,) 1-based rank of each query's first correct database id in `ranked`, 0 if none.
+
+    Per-query ranks let two models be compared on the same queries (a paired comparison)."""
+    ranked = np.asarray(ranked)
     hits = np.array([[r in set(pos) for r in row] for row, pos in zip(ranked, positives)],
                     dtype=bool).reshape(ranked.shape)
-    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), ranked.shape[1])
-    return {int(n): float(np.mean(first_hit < n)) for n in ns}
+    return np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
 
 
 def precision_recall(scores: np.ndarray, correct: np.ndarray, n_positives=None):
