@@ -95,8 +95,9 @@ def test_the_choice_is_the_best_validation_candidate_with_paired_intervals(bench
     assert shelf["gp_r1_low"] < shelf["gp_r1"] < shelf["gp_r1_high"]
 
 
-def test_quick_benchmark_runs_validation_then_test(bench, tmp_path, capsys):
+def test_quick_benchmark_runs_validation_then_test(bench, tmp_path, capsys, monkeypatch):
     datasets = _fake_datasets(tmp_path / "data", 112)
+    monkeypatch.setenv("VPR_ROS_DATASETS", str(datasets))   # main() sets it; restored after
     recipe = _tiny_recipe(tmp_path / "recipe.yaml")
     out = tmp_path / "out"
     common = ["--quick", "--datasets", str(datasets), "--config", str(recipe), "--out", str(out)]
