@@ -48,8 +48,8 @@ class EngineConfig:
         and restarts a sequence.
     sequence_length: frames per sequence; sequence_warmup_length: after a (re)start, a sequence
         of n frames, fewer than this, must clear the threshold with its margin discounted by
-        sqrt(n / sequence_warmup_length) (a short one is more easily unique by chance); 0 (the
-        default): the sequence length.
+        sqrt(n / sequence_warmup_length) (a short one is more easily unique by chance); 0 or more
+        than the length: the sequence length; 10 by default (`python bench/sequence_defaults.py`).
         sequence_speed_min/max, sequence_speed_steps: relative speeds tried when stepping by time
         (map seconds per query second: 0.4-2.5 covers a robot revisiting at half to twice the
         speed it mapped at, with a step to spare, since a best trajectory at either end of the
@@ -138,8 +138,8 @@ class EngineConfig:
              "temporal_max_jump_s and temporal_speed_ratio must be >= 0"),
             (self.temporal_max_gap_s > 0, "temporal_max_gap_s must be > 0"),
             (self.sequence_length >= 1, "sequence_length must be >= 1"),
-            (0 <= self.sequence_warmup_length <= self.sequence_length,
-             "sequence_warmup_length must be in 0..sequence_length (0: the sequence length)"),
+            (self.sequence_warmup_length >= 0,
+             "sequence_warmup_length must be >= 0 (0: the sequence length)"),
             *_speed_range_checks("sequence_speed", self.sequence_speed_min,
                                  self.sequence_speed_max, self.sequence_speed_steps),
             *_speed_range_checks("sequence_distance_speed", self.sequence_distance_speed_min,

@@ -18,7 +18,7 @@ from vpr_ros.localization.frame_check import frame_problem
 from vpr_ros.localization.keyframe_policy import KeyframePolicy
 from vpr_ros.localization.pose_estimate import estimate_pose
 from vpr_ros.localization.rerank import place_voting
-from vpr_ros.localization.sequence import SequenceMatcher
+from vpr_ros.localization.sequence import END_AGREEMENT, SequenceMatcher
 from vpr_ros.localization.tracks import SessionTracks
 from vpr_ros.localization.temporal import TemporalConsistency
 from vpr_ros.localization.verification import GeometricVerifier, VerificationResult
@@ -264,6 +264,11 @@ class LocalizationEngine:
             decision.detail = (f"the best trajectory runs at the slowest or fastest speed searched "
                                f"({self._speed_range(result.step)}): it may go on beyond them, so "
                                f"it is no evidence (a stop, or widen the range)")
+        elif result.end_uncertain:
+            decision.reason = d.REASON_SEQUENCE_END_UNCERTAIN
+            decision.detail = ("the recent frames and the whole sequence place the end more than "
+                               f"{END_AGREEMENT} keyframe apart along the stretch (a speed change, "
+                               "or a stretch matched at another pace): which keyframe is unsure")
         elif result.evidence < cfg.sequence_threshold:
             warmup = self.sequence.settings.warmup
             if result.length < warmup:
