@@ -1,13 +1,14 @@
-"""Sequence decisions on the test, reported once: revisits at other speeds, with jitter, drops and
-a stop; robot-side replays of the night bag; and the matcher's cost on maps of 1e3..1e6
-keyframes, in one run.
+"""Sequence decisions on the test: revisits at other speeds, with jitter, drops and a stop, or a
+change of speed half-way; robot-side replays of the night bag; and the matcher's cost on maps of
+1e3..1e6 keyframes, in one run.
 
 Test (the engine defaults, chosen by `bench/sequence_defaults.py` on other data): Gardens Point
 places 100-199 only, one single-session map per day traversal (keyframe j = place j, 1 s apart;
 NetVLAD clustered on that traversal's images, as `vpr-ros eval` does), night_right driven again
 (`vpr_ros.evaluation.revisits`) at 0.5, 0.75, 1, 1.5 and 2 times the mapping speed, cleanly and
 roughly (stamps jittered by up to a fifth of a step, one frame in ten lost, a stop of 30 frames
-half-way). Right = the reported end within ±2 places; R@100P = share of the stream's frames
+half-way), and changing speed half-way (0.5 -> 1, 1 -> 0.5, 1 -> 2, 2 -> 1). Right = the
+reported end within ±2 places; R@100P = share of the stream's frames
 accepted before the first wrong one when frames are ranked by evidence; accepted / wrong at the
 default `sequence_threshold`.
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vpr_ros.evaluation.metrics import precision_recall, recall_at_precision  # noqa: E402
 from vpr_ros.evaluation.plots import save_figure  # noqa: E402
-from vpr_ros.evaluation.revisits import RATIOS, ROUGH, Revisit, stream_revisit  # noqa: E402
+from vpr_ros.evaluation.revisits import CHANGES, RATIOS, ROUGH, Revisit, stream_revisit  # noqa: E402
 from vpr_ros.evaluation.run import embed_folder  # noqa: E402
 from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
@@ -87,7 +88,8 @@ def revisit_rows(pairs, config: EngineConfig):
     """(pair, revisit, frames, R@1, R@100P, accepted, wrong) on the test places."""
     rows = []
     for name, (db, queries) in pairs.items():
-        for revisit in (Revisit(ratio, **rough) for ratio in RATIOS for rough in ({}, ROUGH)):
+        steady = [Revisit(ratio, **rough) for ratio in RATIOS for rough in ({}, ROUGH)]
+        for revisit in steady + [Revisit(before, ratio_after=after) for before, after in CHANGES]:
             shown, evidence, reported = stream_revisit(db, queries, revisit,
                                                        config.sequence_settings(), places=TEST,
                                                        mapped=TEST, shortlist=config.top_k)
@@ -183,10 +185,12 @@ def plot(revisits, timings, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in dict.fromkeys(r[0] for r in revisits):
         for rough, style in ((False, "-"), (True, "--")):
-            rows = [r for r in revisits if r[0] == name and ("jitter" in r[1]) == rough]
+            rows = [r for r in revisits if r[0] == name and "->" not in r[1]
+                    and ("jitter" in r[1]) == rough]
             left.plot(RATIOS, [r[4] for r in rows], marker="o", ls=style,
                       label=f"{name} → night_right{', jitter/drops/stop' if rough else ''}")
     left.axhline(0.95, color="grey", ls=":", lw=1)
+    left.minorticks_off()
     left.set(xscale="log", xticks=RATIOS, xticklabels=[f"{r:g}" for r in RATIOS],
              xlabel="revisit speed / mapping speed", ylabel="sequence R@100P", ylim=(0, 1.02),
              title="Gardens Point places 100-199 (test), ±2 places")

@@ -1,10 +1,11 @@
-"""Revisits of a mapped route as a robot drives them: another speed, jittered stamps, lost frames,
-a stop.
+"""Revisits of a mapped route as a robot drives them: another speed, a change of speed half-way,
+jittered stamps, lost frames, a stop.
 
 An aligned drive (keyframe j and query frame j show place j, as Gardens Point and Nordland are)
 becomes a stream of (place, stamp): keyframes are `map_step_s` apart, and the robot reaches place
 j after j * map_step_s / ratio seconds, so `ratio` is the map time per query time the sequence
-matcher must find (2: revisiting twice as fast as mapping). Jitter moves each stamp by up to
+matcher must find (2: revisiting twice as fast as mapping); `ratio_after`, when given, is the
+speed from half-way on (an abrupt change). Jitter moves each stamp by up to
 `jitter` of a frame step, `drop` loses that share of frames, and the robot parks at `stop_at`
 (share of the route) for `stop_frames` frames that repeat the view it stopped at.
 """
@@ -21,6 +22,7 @@ class Revisit:
     """How the route is driven again; `stream` turns it into frames."""
 
     ratio: float = 1.0
+    ratio_after: Optional[float] = None
     jitter: float = 0.0
     drop: float = 0.0
     stop_at: Optional[float] = None
@@ -28,22 +30,26 @@ class Revisit:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.ratio <= 0 or not 0 <= self.jitter < 0.5 or not 0 <= self.drop < 1:
-            raise ValueError("a revisit needs ratio > 0, jitter in [0, 0.5) and drop in [0, 1)")
+        if self.ratio <= 0 or (self.ratio_after is not None and self.ratio_after <= 0) or \
+                not 0 <= self.jitter < 0.5 or not 0 <= self.drop < 1:
+            raise ValueError("a revisit needs ratio (and ratio_after) > 0, jitter in [0, 0.5) "
+                             "and drop in [0, 1)")
 
     @property
     def name(self) -> str:
         rough = ", jitter/drops/stop" if self.jitter or self.drop or self.stop_frames else ""
-        return f"{self.ratio:g}x{rough}"
+        change = "" if self.ratio_after is None else f"->{self.ratio_after:g}"
+        return f"{self.ratio:g}{change}x{rough}"
 
     def stream(self, places: Sequence[int], map_step_s: float = 1.0) -> List[Tuple[int, float]]:
         """(place, stamp) of each frame the robot takes, in order."""
         rng = np.random.default_rng(self.seed)
-        step = map_step_s / self.ratio
         stop = None if self.stop_at is None else int(self.stop_at * (len(places) - 1))
         frames: List[Tuple[int, float]] = []
         clock = 0.0
         for i, place in enumerate(places):
+            late = self.ratio_after is not None and i >= len(places) // 2
+            step = map_step_s / (self.ratio_after if late else self.ratio)
             if not (self.drop and rng.random() < self.drop) or i == stop:
                 frames.append((int(place), clock + self.jitter * step * rng.uniform(-1.0, 1.0)))
             clock += step
@@ -60,6 +66,9 @@ of 30 frames half-way."""
 
 RATIOS = (0.5, 0.75, 1.0, 1.5, 2.0)
 """Revisit speeds, relative to mapping, that the sequence decision is held to."""
+
+CHANGES = ((0.5, 1.0), (1.0, 0.5), (1.0, 2.0), (2.0, 1.0))
+"""Abrupt speed changes half-way (before, after): doubling and halving from either end of RATIOS."""
 
 
 def stream_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,

@@ -66,6 +66,9 @@ class EngineConfig:
         (a stop); mapped keyframes as similar to their predecessor mark the map's stops; 1 turns
         this off. 0.9: every pair of consecutive Gardens Point frames (moving) is below 0.86, a
         frame with sensor noise (σ 2-5 grey levels) is 0.92-0.97 similar to its clean self.
+        sequence_recent_frames: where along the matched stretch the robot is now leans on the
+        last frames, whose weights fall by e every this many frames (shorter follows a speed
+        change sooner, noisier; `python bench/sequence_defaults.py`).
     verify: run geometric verification on the accepted candidate (needs keyframes with local
         features: build the map with verification on). verification_*: see verification.py.
     keyframe_novelty_threshold: in mapping mode add a keyframe when the best score against the
@@ -105,6 +108,7 @@ class EngineConfig:
     sequence_rival_window_m: float = _SEQUENCE.rival_window_m
     sequence_min_step_m: float = _SEQUENCE.min_step_m
     sequence_stop_similarity: float = _SEQUENCE.stop_similarity
+    sequence_recent_frames: float = _SEQUENCE.recent_frames
     verify: bool = False
     verification_features: str = "orb"
     verification_max_features: int = 1000
@@ -151,6 +155,7 @@ class EngineConfig:
             (self.sequence_min_step_m >= 0, "sequence_min_step_m must be >= 0"),
             (-1 <= self.sequence_stop_similarity <= 1.0,
              "sequence_stop_similarity must be in [-1, 1] (1: no stop detection by view)"),
+            (self.sequence_recent_frames > 0, "sequence_recent_frames must be > 0"),
             (self.verification_features in FEATURE_TYPES,
              f"verification_features must be one of {FEATURE_TYPES}"),
             (self.verification_min_inliers >= 8, "verification_min_inliers must be >= 8"),

@@ -66,15 +66,12 @@ END_SCALE = 0.25
 differ far more precisely than one mean is known (chosen on Gardens Point places 0-99 for the
 pose covariance, 2-sigma coverage 0.98 and 0.99; see docs/results.md)."""
 
-RECENT_FRAMES = 7.0
-"""The reported end leans on the last frames: frame weights fall by e every this many frames."""
-
 END_AGREEMENT = 1
 """Keyframes along the track by which the end the recent frames place and the end the whole window
 places may differ before the sequence's evidence is void (`end_uncertain`). With it, the
-validation of `python bench/sequence_defaults.py` (Gardens Point places 0-99, Nordland) accepts
-0.862 of genuine frames at threshold 1.4 with no wrong one, against 0.775 without (see
-docs/results.md)."""
+validation of `python bench/sequence_defaults.py` (Gardens Point places 0-99, Nordland) accepted
+0.862 of steady-speed genuine frames at threshold 1.4 with no wrong one, against 0.775 without
+(both with recent frames weighed over 7 frames; see docs/results.md)."""
 
 RESTART_START = "start"
 RESTART_GAP = "gap"
@@ -94,7 +91,8 @@ class SequenceSettings:
     keyframes have poses). min_step_m, stop_similarity: a frame that shows the robot where the
     newest frame was (closer than min_step_m by odometry; else a descriptor at least this
     cosine-similar; 1 turns the view test off) replaces it. max_gap_s: a longer gap between
-    frames restarts the sequence.
+    frames restarts the sequence. recent_frames: where the robot is now leans on the last
+    frames, whose weights fall by e every this many frames.
     warmup_length: a sequence of n < warmup_length frames (after a start or a restart) has its
     margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`); 0: the
     sequence's length, so a margin counts as many of its own standard errors at any length.
@@ -114,6 +112,7 @@ class SequenceSettings:
     min_step_m: float = 1.0
     stop_similarity: float = 0.9
     max_gap_s: float = 5.0
+    recent_frames: float = 4.0
 
     @property
     def warmup(self) -> int:
@@ -515,7 +514,7 @@ class SequenceMatcher:
         order = _middle_out(signed.shape[1])
         pick = order[np.argmax(mean_z[:, order], axis=1)]
         one = np.arange(len(pick))
-        age = _recency(len(rows))
+        age = _recency(len(rows), self.settings.recent_frames)
         recent = (z * age).sum(axis=2) / (inside * age).sum(axis=2)
         return (pick, mean_z[one, pick], signed[one, pick], counts[one, pick],
                 np.where(inside[one, pick], keyframes[one, pick], -1), z[one, pick],
@@ -531,7 +530,7 @@ class SequenceMatcher:
         robot is now, the last frames tell. Lines that pivot about the middle of the window tie
         in score, and after a speed change the line that fits the older frames wins while its
         end lags. So each end weighs by its best recency-weighted mean z (frames count
-        exp(-age / RECENT_FRAMES)): exp(-((best - its) / (END_SCALE / sqrt(n)))^2 / 2), n the
+        exp(-age / recent_frames)): exp(-((best - its) / (END_SCALE / sqrt(n)))^2 / 2), n the
         effective count of those frame weights.
         """
         ranked = ranking.ranked
@@ -541,7 +540,7 @@ class SequenceMatcher:
         ids = np.array([h.keyframe_id for h in ranked])
         session = self.tracks.session_of[top]
         near = np.flatnonzero((self.tracks.session_of[ids] == session) & ~self._apart(top, ids))
-        age = _recency(ranking.paths.shape[1])
+        age = _recency(ranking.paths.shape[1], self.settings.recent_frames)
         recent = ranking.recent[near]
         error = END_SCALE * np.sqrt((age ** 2).sum()) / age.sum()
         recent_weights = np.exp(-0.5 * ((recent.max() - recent) / error) ** 2)
@@ -595,9 +594,9 @@ class _Ranking(NamedTuple):
     at_edge: bool
 
 
-def _recency(count: int) -> np.ndarray:
+def _recency(count: int, recent_frames: float) -> np.ndarray:
     """Weights of the buffered frames, newest first, for where the robot is now."""
-    return np.exp(-np.arange(count) / RECENT_FRAMES)
+    return np.exp(-np.arange(count) / recent_frames)
 
 
 def _speed_grid(low: float, high: float, steps: int, directions) -> np.ndarray:

@@ -170,6 +170,9 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
     "sequence_stop_similarity": _describe("without odometry, a frame at least this cosine-similar "
                                           "to the newest frame's spot replaces it and the "
                                           "sequence clock waits (a stop; 1: off)", -1.0, 1.0),
+    "sequence_recent_frames": _describe("where along the matched stretch the robot is now leans "
+                                        "on the last frames: their weights fall by e every this "
+                                        "many frames", 0.1, 1000.0),
     "verify": _describe("geometric verification (local features + RANSAC) of the best match; "
                         "needs a map built with verification on"),
     "verification_features": _describe("local features for verification", choices=FEATURE_TYPES),
