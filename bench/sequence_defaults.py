@@ -42,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sequence_matching import embed  # noqa: E402
-from vpr_ros.evaluation.revisits import CHANGES, RATIOS, ROUGH, Revisit, stream_revisit  # noqa: E402
+from vpr_ros.evaluation.revisits import (  # noqa: E402
+    RATIOS, Revisit, speed_changes, steady_revisits, stream_revisit)
 from vpr_ros.localization import EngineConfig  # noqa: E402
 
 PLACES = 100
@@ -72,16 +73,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def revisits():
-    """The steady-speed validation revisits: each speed ratio, clean and rough."""
-    return [Revisit(ratio, **rough) for ratio in RATIOS for rough in ({}, ROUGH)]
-
-
-def changes():
-    """The revisits that change speed half-way."""
-    return [Revisit(before, ratio_after=after) for before, after in CHANGES]
-
-
 def nordland_scored(summer: np.ndarray, winter: np.ndarray, dark: np.ndarray) -> np.ndarray:
     """(1000,) bool: lit frames more than STOP_MARGIN frames from a stop of either train."""
     still = np.zeros(len(summer), bool)
@@ -99,7 +90,7 @@ def evaluate(candidate: dict, pairs, nordland):
     settings = EngineConfig(**candidate).sequence_settings()
     genuine, changed, worst = [], [], [-np.inf]
     for name, (db, queries) in pairs.items():
-        for revisit in revisits() + changes():
+        for revisit in steady_revisits() + speed_changes():
             shown, evidence, reported = stream_revisit(db, queries, revisit, settings,
                                                        places=np.arange(PLACES),
                                                        mapped=np.arange(PLACES))

@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vpr_ros.evaluation.metrics import precision_recall, recall_at_precision  # noqa: E402
 from vpr_ros.evaluation.plots import save_figure  # noqa: E402
-from vpr_ros.evaluation.revisits import CHANGES, RATIOS, ROUGH, Revisit, stream_revisit  # noqa: E402
+from vpr_ros.evaluation.revisits import (  # noqa: E402
+    RATIOS, speed_changes, steady_revisits, stream_revisit)
 from vpr_ros.evaluation.run import embed_folder  # noqa: E402
 from vpr_ros.io.atomic import atomic_write_text  # noqa: E402
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
@@ -87,9 +88,9 @@ def embed(db_dir: Path, query_dir: Path):
 def revisit_rows(pairs, config: EngineConfig):
     """(pair, revisit, frames, R@1, R@100P, accepted, wrong) on the test places."""
     rows = []
+    revisits = steady_revisits() + speed_changes()
     for name, (db, queries) in pairs.items():
-        steady = [Revisit(ratio, **rough) for ratio in RATIOS for rough in ({}, ROUGH)]
-        for revisit in steady + [Revisit(before, ratio_after=after) for before, after in CHANGES]:
+        for revisit in revisits:
             shown, evidence, reported = stream_revisit(db, queries, revisit,
                                                        config.sequence_settings(), places=TEST,
                                                        mapped=TEST, shortlist=config.top_k)

@@ -71,6 +71,16 @@ CHANGES = ((0.5, 1.0), (1.0, 0.5), (1.0, 2.0), (2.0, 1.0))
 """Abrupt speed changes half-way (before, after): doubling and halving from either end of RATIOS."""
 
 
+def steady_revisits() -> List[Revisit]:
+    """Every speed ratio of RATIOS, clean and rough."""
+    return [Revisit(ratio, **rough) for ratio in RATIOS for rough in ({}, ROUGH)]
+
+
+def speed_changes() -> List[Revisit]:
+    """A revisit per change of CHANGES."""
+    return [Revisit(before, ratio_after=after) for before, after in CHANGES]
+
+
 def stream_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,
                    places: Optional[Sequence[int]] = None, mapped: Optional[Sequence[int]] = None,
                    shortlist: int = 10) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from vpr_ros.localization.keyframe_policy import KeyframePolicy
 from vpr_ros.localization.pose_estimate import estimate_pose
 from vpr_ros.localization.rerank import place_voting
 from vpr_ros.localization.sequence import END_AGREEMENT, SequenceMatcher
-from vpr_ros.localization.tracks import SessionTracks
+from vpr_ros.localization.tracks import STEP_DISTANCE
 from vpr_ros.localization.temporal import TemporalConsistency
 from vpr_ros.localization.verification import GeometricVerifier, VerificationResult
 from vpr_ros.mapping.keyframe_map import NORM_TOLERANCE, KeyframeMap
@@ -62,9 +62,9 @@ class LocalizationEngine:
                                           ratio=cfg.verification_ratio,
                                           ransac_threshold_px=cfg.verification_ransac_px,
                                           min_inliers=cfg.verification_min_inliers)
-        self.tracks = SessionTracks(keyframe_map, cfg.sequence_rival_window_s, cfg.sequence_stop_similarity)
-        self.sequence = SequenceMatcher(keyframe_map, cfg.sequence_settings(), self.tracks,
+        self.sequence = SequenceMatcher(keyframe_map, cfg.sequence_settings(),
                                         threads=cfg.search_threads)
+        self.tracks = self.sequence.tracks
         self._recent: Deque[Tuple[int, float, float]] = deque()
         self._travelled = 0.0
         self._last_position: Optional[np.ndarray] = None
@@ -289,7 +289,7 @@ class LocalizationEngine:
 
     def _speed_range(self, step: str) -> str:
         cfg = self.config
-        if step == "distance":
+        if step == STEP_DISTANCE:
             return (f"sequence_distance_speed_min..max {cfg.sequence_distance_speed_min:g}.."
                     f"{cfg.sequence_distance_speed_max:g}")
         return f"sequence_speed_min..max {cfg.sequence_speed_min:g}..{cfg.sequence_speed_max:g}"

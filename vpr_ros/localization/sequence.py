@@ -267,13 +267,14 @@ class SequenceMatcher:
     """Scores trajectory hypotheses over the last `settings.length` frames against a KeyframeMap.
 
     Call `update` once per frame, in stamp order, with its descriptor and FAISS shortlist;
-    `last` is the latest result. `threads` caps numpy's BLAS threads for the process: per-frame
+    `last` is the latest result; `tracks` are the map's sessions as it walks them (the engine's
+    pose estimate reads keyframe spacing from them too). `threads` caps numpy's BLAS threads for the process: per-frame
     products are too small to split, and OpenBLAS threads next to FAISS's OpenMP ones made a
     200 x 13312 matrix-vector product 20x slower on a 2-core machine (15.6 vs 0.7 ms).
     """
 
     def __init__(self, keyframe_map, settings: SequenceSettings = SequenceSettings(),
-                 tracks: Optional[SessionTracks] = None, seed: int = 0, threads: int = 1):
+                 seed: int = 0, threads: int = 1):
         threadpool_limits(threads, user_api="blas")
         self.map = keyframe_map
         self.settings = settings
@@ -287,8 +288,7 @@ class SequenceMatcher:
         self._frames: Deque[_QueryFrame] = deque()
         self._free_rows = list(range(settings.length))
         self._last_stamp: Optional[float] = None
-        self.tracks = tracks if tracks is not None else SessionTracks(
-            keyframe_map, settings.rival_window_s, settings.stop_similarity)
+        self.tracks = SessionTracks(keyframe_map, settings.rival_window_s, settings.stop_similarity)
         self._sample: Optional[np.ndarray] = None
         self._sample_size = -1
         self._restart: Optional[str] = RESTART_START
