@@ -8,6 +8,7 @@ import numpy as np
 from ros_harness import wait_for
 from test_mapping import one_faiss_thread  # noqa: F401  (one thread: k-means trains alike)
 from vpr_ros.mapping import KeyframeMap
+from vpr_ros.mapping.index import VectorIndex
 from vpr_ros.mapping.records import Keyframe
 from vpr_ros.ros.index_training import BackgroundIndexTraining
 
@@ -65,3 +66,21 @@ def test_exact_and_already_trained_maps_are_left_alone():
     training = BackgroundIndexTraining(flat, threading.Lock())
     _add(flat, _unit_rows(10, 2))
     assert not training.running and "_train_ivfpq" not in vars(flat._index)
+
+
+def test_a_failed_training_leaves_the_map_exact_and_is_not_retried_at_every_add(monkeypatch):
+    def fail(index):
+        raise RuntimeError("k-means ran out of memory")
+
+    monkeypatch.setattr(VectorIndex, "_train_ivfpq", fail)
+    keyframe_map = _small_ivfpq_map()
+    training = BackgroundIndexTraining(keyframe_map, threading.Lock())
+    _add(keyframe_map, _unit_rows(keyframe_map.index_spec.train_at, 0))
+    training.join(timeout=60)
+    assert "out of memory" in training.failure and not training.running
+    failed = training._thread
+    _add(keyframe_map, _unit_rows(5, 1))
+    assert training._thread is failed, "no second training thread"
+    assert not keyframe_map.manifest()["index"]["trained"]
+    newest = list(range(len(keyframe_map) - 5, len(keyframe_map)))
+    assert keyframe_map.search(_unit_rows(5, 1), 1)[1][:, 0].tolist() == newest

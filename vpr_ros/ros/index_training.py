@@ -20,6 +20,7 @@ import threading
 from typing import Optional
 
 import faiss
+import numpy as np
 
 from vpr_ros.mapping.index import VectorIndex
 from vpr_ros.mapping.keyframe_map import KeyframeMap
@@ -49,8 +50,9 @@ class BackgroundIndexTraining:
             self._thread.join(timeout)
 
     def _start(self) -> None:
-        """Called by VectorIndex.add (under the engine lock) instead of training inline."""
-        if not self.running:
+        """Called by VectorIndex.add (under the engine lock) instead of training inline; after a
+        failed training the map stays exact instead of cloning and training again at every add."""
+        if not self.running and not self.failure:
             self._thread = threading.Thread(target=self._train, name="vpr_index_training",
                                             daemon=True)
             self._thread.start()
@@ -69,11 +71,9 @@ class BackgroundIndexTraining:
             return
         with self._lock:
             added = live.ntotal - count
-            if added:
-                copy.add(live.index.index.reconstruct_n(count, added),
-                         faiss.vector_to_array(live.index.id_map)[count:])
-            live.index = copy.index
-            live._apply_search_settings()
+            if added:                                # an IVF-PQ map holds ids 0..N-1 in order
+                copy.add(live.index.index.reconstruct_n(count, added), np.arange(count, count + added))
+            live.index = copy.index                  # its search settings applied by the training
             live._gpu_index = None
             del live._train_ivfpq
         LOG.info("compressed index in use: %s (%d keyframes came during training)",
