@@ -246,7 +246,7 @@ class KeyframeTable(SequenceABC):
             raise ValueError(f"got {len(ids)} keyframe ids but {len(targets)} link targets")
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
             raise ValueError(f"keyframe ids must be in 0..{len(self) - 1}")
-        if np.any((targets < -1) | (targets >= ids)):
+        if _bad_links(targets, ids):
             raise ValueError("a keyframe can only be linked to an older keyframe (a smaller id) or -1")
         self._link.data[ids] = targets
         self.links_revision += 1
@@ -357,7 +357,7 @@ class KeyframeTable(SequenceABC):
         if not np.array_equal(columns["id"], np.arange(count)):
             raise _corrupt("ids are not 0..N-1 in order")
         links = columns.get("link", np.full(count, -1, np.int64))
-        if links.shape != (count,) or np.any((links < -1) | (links >= np.arange(count))):
+        if links.shape != (count,) or _bad_links(links, np.arange(count)):
             raise _corrupt("column 'link' must hold, per keyframe, an older keyframe id or -1")
         similarity = columns.get("prev_similarity", np.full(count, np.nan, np.float16))
         if similarity.shape != (count,):
@@ -423,12 +423,16 @@ def _checked(kf: Keyframe) -> Keyframe:
                     str(kf.condition), kf.thumbnail, features, int(kf.link))
 
 
+def _bad_links(links: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether any link is neither -1 nor an older keyframe (a smaller id) than its keyframe's."""
+    return bool(np.any((links < -1) | (links >= ids)))
+
+
 def _checked_links(keyframes: Sequence[Keyframe], first_id: int) -> np.ndarray:
     """The `link` of keyframes about to get ids first_id, first_id + 1, ...; each must be -1 or
     an older keyframe (ValueError otherwise)."""
-    links = np.array([int(kf.link) for kf in keyframes], np.int64)
-    ids = first_id + np.arange(len(links))
-    if np.any((links < -1) | (links >= ids)):
+    links = np.array([kf.link for kf in keyframes], np.int64)
+    if _bad_links(links, first_id + np.arange(len(links))):
         raise ValueError("a keyframe's link must be an older keyframe id (in the map already) or -1")
     return links
 
