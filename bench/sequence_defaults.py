@@ -49,7 +49,6 @@ from vpr_ros.localization import EngineConfig  # noqa: E402
 PLACES = 100
 BORDER = 5
 IMPOSTOR_STARTS = (0, 20, 40, 60)
-STOP_SIMILARITY = 0.9
 STOP_MARGIN = 5
 CANDIDATES = (
     dict(sequence_length=30, sequence_warmup_length=0, sequence_speed_steps=11,
@@ -77,7 +76,7 @@ def nordland_scored(summer: np.ndarray, winter: np.ndarray, dark: np.ndarray) ->
     """(1000,) bool: lit frames more than STOP_MARGIN frames from a stop of either train."""
     still = np.zeros(len(summer), bool)
     for frames in (summer, winter):
-        stopped = np.sum(frames[1:] * frames[:-1], axis=1) >= STOP_SIMILARITY
+        stopped = np.sum(frames[1:] * frames[:-1], axis=1) >= EngineConfig().sequence_stop_similarity
         still[1:] |= stopped
         still[:-1] |= stopped
     near_stop = np.convolve(still, np.ones(2 * STOP_MARGIN + 1), mode="same") > 0

@@ -88,11 +88,10 @@ def embed(db_dir: Path, query_dir: Path):
 def revisit_rows(pairs, config: EngineConfig):
     """(pair, revisit, frames, R@1, R@100P, accepted, wrong) on the test places."""
     rows = []
-    revisits = steady_revisits() + speed_changes()
+    revisits, settings = steady_revisits() + speed_changes(), config.sequence_settings()
     for name, (db, queries) in pairs.items():
         for revisit in revisits:
-            shown, evidence, reported = stream_revisit(db, queries, revisit,
-                                                       config.sequence_settings(), places=TEST,
+            shown, evidence, reported = stream_revisit(db, queries, revisit, settings, places=TEST,
                                                        mapped=TEST, shortlist=config.top_k)
             right = np.abs(reported - shown) <= 2
             precision, recall, _ = precision_recall(evidence, right)

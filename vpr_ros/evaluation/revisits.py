@@ -2,12 +2,12 @@
 jittered stamps, lost frames, a stop.
 
 An aligned drive (keyframe j and query frame j show place j, as Gardens Point and Nordland are)
-becomes a stream of (place, stamp): keyframes are `map_step_s` apart, and the robot reaches place
-j after j * map_step_s / ratio seconds, so `ratio` is the map time per query time the sequence
-matcher must find (2: revisiting twice as fast as mapping); `ratio_after`, when given, is the
-speed from half-way on (an abrupt change). Jitter moves each stamp by up to
-`jitter` of a frame step, `drop` loses that share of frames, and the robot parks at `stop_at`
-(share of the route) for `stop_frames` frames that repeat the view it stopped at.
+becomes a stream of (place, stamp): keyframes are 1 s apart, and the robot reaches place j after
+j / ratio seconds, so `ratio` is the map time per query time the sequence matcher must find (2:
+revisiting twice as fast as mapping); `ratio_after`, when given, is the speed from half-way on
+(an abrupt change). Jitter moves each stamp by up to `jitter` of a frame step, `drop` loses that
+share of frames, and the robot parks at `stop_at` (share of the route) for `stop_frames` frames
+that repeat the view it stopped at.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -41,7 +41,7 @@ class Revisit:
         change = "" if self.ratio_after is None else f"->{self.ratio_after:g}"
         return f"{self.ratio:g}{change}x{rough}"
 
-    def stream(self, places: Sequence[int], map_step_s: float = 1.0) -> List[Tuple[int, float]]:
+    def stream(self, places: Sequence[int]) -> List[Tuple[int, float]]:
         """(place, stamp) of each frame the robot takes, in order."""
         rng = np.random.default_rng(self.seed)
         stop = None if self.stop_at is None else int(self.stop_at * (len(places) - 1))
@@ -49,7 +49,7 @@ class Revisit:
         clock = 0.0
         for i, place in enumerate(places):
             late = self.ratio_after is not None and i >= len(places) // 2
-            step = map_step_s / (self.ratio_after if late else self.ratio)
+            step = 1.0 / (self.ratio_after if late else self.ratio)
             if not (self.drop and rng.random() < self.drop) or i == stop:
                 frames.append((int(place), clock + self.jitter * step * rng.uniform(-1.0, 1.0)))
             clock += step

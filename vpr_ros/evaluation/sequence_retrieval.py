@@ -1,7 +1,7 @@
 """Sequence matching on an aligned database/query pair: what `vpr-ros eval --sequence-length` and
 the sequence benches score.
 
-The database becomes a one-session map whose keyframe k has stamp k (`map_step_s` apart), and
+The database becomes a one-session map whose keyframe k has stamp k, and
 the queries are streamed through the matcher in the order and at the stamps given: by default
 query q at stamp q, so a query's sequence is it and its L-1 predecessors in the folder and
 speeds are in frames per frame. The ranking of a frame is its end keyframes, the agreed end
@@ -20,14 +20,13 @@ from vpr_ros.mapping import Keyframe, KeyframeMap
 
 def sequence_ranking(db: np.ndarray, queries: np.ndarray, settings: SequenceSettings,
                      shortlist: int = 10, k: int = 10, order: Optional[Sequence[int]] = None,
-                     stamps: Optional[Sequence[float]] = None,
-                     map_step_s: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+                     stamps: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(evidence (F,), database ids (F, k) best first, -1 where fewer) of the F frames streamed:
     query `order[f]` at `stamps[f]` (default: every query once, query q at stamp q)."""
     order = np.arange(len(queries)) if order is None else np.asarray(order, dtype=np.int64)
     stamps = np.arange(len(order), dtype=float) if stamps is None else np.asarray(stamps, float)
     kf_map = KeyframeMap.create(db.shape[1], "evaluation")
-    kf_map.add(db, [Keyframe("db", float(i) * map_step_s) for i in range(len(db))])
+    kf_map.add(db, [Keyframe("db", float(i)) for i in range(len(db))])
     matcher = SequenceMatcher(kf_map, settings)
     scores, ids = kf_map.search(queries, shortlist)
     evidence = np.empty(len(order))

@@ -76,7 +76,7 @@ class SessionTracks:
     place; `stop_similarity`: a keyframe at least this cosine-similar to the one added before it
     in its session shows a stop (see `Track.time`; 1: never)."""
 
-    def __init__(self, keyframe_map, link_window_s: float = 10.0, stop_similarity: float = 0.9) -> None:
+    def __init__(self, keyframe_map, link_window_s: float, stop_similarity: float) -> None:
         self.map = keyframe_map
         self.link_window_s = link_window_s
         self.stop_similarity = stop_similarity

@@ -245,16 +245,16 @@ class VectorIndex:
         if below is None:
             scores, ids = self._search_index().search(vectors, fetch)
         else:
-            scores, ids = self.index.search(vectors, fetch, params=self._id_range(0, below))
+            scores, ids = self.index.search(vectors, fetch, params=self._ids_below(below))
         scores = scores.astype(np.float32)
         if self.trained:
             scores, ids = self._rescored(scores, ids, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def _id_range(self, low: int, high: int) -> faiss.SearchParameters:
-        """Search parameters that keep ids in [low, high), of the kind this index takes."""
-        selector = faiss.IDSelectorRange(low, high)
+    def _ids_below(self, high: int) -> faiss.SearchParameters:
+        """Search parameters that keep ids below `high`, of the kind this index takes."""
+        selector = faiss.IDSelectorRange(0, high)
         if not self.trained:
             return faiss.SearchParameters(sel=selector)
         ivf = faiss.SearchParametersIVF(sel=selector, nprobe=self.spec.nprobe)
