@@ -22,6 +22,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vpr_ros.evaluation.metrics import hits_within
+
 RESAMPLES = 10000
 
 
@@ -80,8 +82,8 @@ def compare(ranks_a: Dict[Tuple[str, int], int], ranks_b: Dict[Tuple[str, int], 
     common = sorted(set(ranks_a) & set(ranks_b))
     if not common:
         raise ValueError("the two runs share no validation query; validate both on the same set")
-    hits = np.array([[0 < ranks[q] <= recall_at for q in common] for ranks in (ranks_a, ranks_b)],
-                    dtype=np.float64)
+    hits = np.array([hits_within([ranks[q] for q in common], recall_at)
+                     for ranks in (ranks_a, ranks_b)], dtype=np.float64)
     means = block_bootstrap_means(np.vstack([hits, hits[1] - hits[0]]), block)
     low, high = interval(means[:, 2])
     return {"queries": len(common), "a": float(hits[0].mean()), "b": float(hits[1].mean()),

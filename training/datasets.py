@@ -304,12 +304,10 @@ def load_position_csv(db_csv: PathLike, query_csv: Optional[PathLike] = None,
         q_images, q_xy, q_ids = db_images, db_xy, db_ids
         if len(set(db_ids.tolist())) == 1:
             db_ids = q_ids = np.arange(len(db_images))
-        query_row = np.arange(len(db_images))
     else:
         q_images, q_xy, q_ids = read_position_csv(query_csv, image_root)
         db_ids = np.zeros(len(db_images), dtype=np.int64)
         q_ids = np.ones(len(q_images), dtype=np.int64)
-        query_row = cKDTree(db_xy).query(q_xy)[1]
     everything = PlaceSet(name=Path(db_csv).stem, db_images=db_images, db_positions=db_xy,
                           query_images=q_images, query_positions=q_xy, pos_radius=pos_radius,
                           neg_radius=neg_radius, eval_radius=eval_radius, unit="m",
@@ -320,6 +318,7 @@ def load_position_csv(db_csv: PathLike, query_csv: Optional[PathLike] = None,
     db_ranges = _check_ranges(place_ranges(places), len(db_images), where)
     query_ranges = (db_ranges if query_places is None
                     else _check_ranges(place_ranges(query_places), len(db_images), where))
+    query_row = np.arange(len(db_images)) if query_csv is None else cKDTree(db_xy).query(q_xy)[1]
     return restrict(everything, np.arange(len(db_images)), query_row, db_ranges, query_ranges)
 
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from training.datasets import PlaceSet
 from training.distributed import DistContext, gather_sharded_rows, shard
 from training.images import ImageStore
-from vpr_ros.evaluation.metrics import first_match_rank, recall_at_n
+from vpr_ros.evaluation.metrics import first_match_rank, recall_from_ranks
 from vpr_ros.evaluation.retrieval import search_cosine
 
 
@@ -48,5 +48,5 @@ def evaluate_recall(model: torch.nn.Module, places: PlaceSet, store: ImageStore,
     db = embed_paths(model, store, places.db_images, batch_size, context, desc="val db")
     queries = embed_paths(model, store, places.query_images, batch_size, context, desc="val queries")
     _, ranked = search_cosine(db, queries, max(ns))
-    positives = places.eval_positives()
-    return recall_at_n(ranked, positives, ns), first_match_rank(ranked, positives)
+    first = first_match_rank(ranked, places.eval_positives())
+    return recall_from_ranks(first, ns), first

@@ -18,8 +18,18 @@ def recall_at_n(ranked: np.ndarray, positives: Sequence[Iterable[int]],
     if max(ns) > ranked.shape[1]:
         raise ValueError(f"Recall@{max(ns)} needs ≥ {max(ns)} results per query, "
                          f"got {ranked.shape[1]}")
-    first = first_match_rank(ranked, positives)
-    return {int(n): float(np.mean((first > 0) & (first <= n))) for n in ns}
+    return recall_from_ranks(first_match_rank(ranked, positives), ns)
+
+
+def recall_from_ranks(first: np.ndarray, ns: Sequence[int]) -> Dict[int, float]:
+    """Recall@N from each query's first-match rank (`first_match_rank`, 0: none)."""
+    return {int(n): float(np.mean(hits_within(first, n))) for n in ns}
+
+
+def hits_within(first: np.ndarray, n: int) -> np.ndarray:
+    """(Q,) whether each query's first correct match (1-based rank, 0: none) is in its top n."""
+    first = np.asarray(first)
+    return (first > 0) & (first <= n)
 
 
 def first_match_rank(ranked: np.ndarray, positives: Sequence[Iterable[int]]) -> np.ndarray:
@@ -27,7 +37,7 @@ def first_match_rank(ranked: np.ndarray, positives: Sequence[Iterable[int]]) -> 
 
     Per-query ranks let two models be compared on the same queries (a paired comparison)."""
     ranked = np.asarray(ranked)
-    hits = np.array([[r in set(pos) for r in row] for row, pos in zip(ranked, positives)],
+    hits = np.array([[r in pos for r in row] for row, pos in zip(ranked, map(set, positives))],
                     dtype=bool).reshape(ranked.shape)
     return np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
 
