@@ -52,7 +52,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -189,13 +189,14 @@ def open_run(config: TrainConfig, features: dict) -> Trainer:
 
 
 def complete(trainer: Trainer, needs: str) -> None:
-    """Train unless the run folder already holds this very run (with its `needs` file)."""
+    """Train unless the run folder already holds this very run (with its `needs` file); only a
+    run that needs `model.pt` is finalized (validation reads `val_queries.csv` alone)."""
     if finished(trainer.config, needs):
         return
-    for stale in ("epochs.csv", "steps.csv", "val_queries.csv", "model.pt"):
-        (Path(trainer.config.output_dir) / stale).unlink(missing_ok=True)   # the trainer appends
+    (Path(trainer.config.output_dir) / "model.pt").unlink(missing_ok=True)  # not this run's
     trainer.fit()
-    trainer.finalize()
+    if needs == "model.pt":
+        trainer.finalize()
 
 
 def first_matches(run_dir: Path, names: Sequence[str]) -> Dict[int, List[np.ndarray]]:

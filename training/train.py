@@ -168,7 +168,7 @@ class Trainer:
         chosen = []
         for places in self.train_parts:
             picks = np.linspace(0, places.num_db - 1, min(share, places.num_db)).round()
-            chosen += [places.db_images[i] for i in np.unique(picks.astype(np.int64))]
+            chosen += [places.db_images[i] for i in picks.astype(np.int64)]   # distinct: steps >= 1
         return chosen
 
     def _open_tensorboard(self):
@@ -275,6 +275,9 @@ class Trainer:
         config, n_sel = self.config, self.config.select_by_recall_at
         if self.context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.start_epoch == 0:                # a fresh run's logs, not appended to old ones
+                for log_name in ("epochs.csv", "steps.csv", "val_queries.csv"):
+                    (self.out_dir / log_name).unlink(missing_ok=True)
         if self.start_epoch == 0:
             recall = self.evaluate(epoch=0)
             if self.context.is_main:
