@@ -228,6 +228,35 @@ def test_a_restarted_sequence_needs_a_larger_margin_while_it_is_short(route):
     assert not decision.accepted and decision.reason == "sequence_short"
 
 
+def test_a_robot_driving_into_the_map_needs_the_warm_up_on_the_mapped_stretch(route):
+    """From unmapped ground into a map that starts at place 60: a trajectory ending near the
+    map's first keyframe covers only the frames since, and its margin counts sqrt(n / warm-up)
+    of them however long the sequence is (before, a 1-frame mean stood as a 10-frame one, and
+    place 57 closed a loop 4 places ahead with evidence 2.2)."""
+    kf_map = KeyframeMap.create(DIM, "synthetic")
+    kf_map.add(route[60:], [Keyframe("day", float(p)) for p in range(60, PLACES)])
+    config = EngineConfig(sequence_threshold=1.2)
+    warmup = config.sequence_settings().warmup
+    engine = LocalizationEngine(kf_map, None, config)
+    rng = np.random.default_rng(5)
+    places = np.arange(20, 90)
+    decisions = [engine.process_descriptor(observe(route, p, 1.3, rng), float(p)) for p in places]
+    entering = []
+    for place, d in zip(places, decisions):
+        seq = d.sequence
+        covered = seq["frames_covered"]
+        void = seq["at_speed_edge"] or seq["end_uncertain"]
+        expected = 0.0 if void else seq["margin"] * np.sqrt(min(covered, warmup) / warmup)
+        assert seq["evidence"] == pytest.approx(expected, abs=1e-5)
+        if seq["length"] >= warmup and covered < warmup:
+            entering.append(d)
+        if d.accepted:
+            assert place >= 60 and abs(d.best.keyframe_id + 60 - place) <= 2
+    assert entering, "some frames were decided on a trajectory that had just entered the map"
+    assert any(d.reason == "sequence_short" and "mapped stretch" in d.detail for d in entering)
+    assert sum(d.accepted for d in decisions) >= 20
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"sequence_length": 0}, "sequence_length must be >= 1"),
     ({"sequence_warmup_length": -1}, "sequence_warmup_length must be >= 0"),

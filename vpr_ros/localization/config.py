@@ -46,9 +46,10 @@ class EngineConfig:
         max_jump + speed_ratio x (query time step), i.e. the robot moves along the map at a
         plausible speed (either direction). A query gap over `temporal_max_gap_s` breaks the chain
         and restarts a sequence.
-    sequence_length: frames per sequence; sequence_warmup_length: after a (re)start, a sequence
-        of n frames, fewer than this, must clear the threshold with its margin discounted by
-        sqrt(n / sequence_warmup_length) (a short one is more easily unique by chance); 0 or more
+    sequence_length: frames per sequence; sequence_warmup_length: a trajectory over n frames of
+        the map's track, fewer than this (after a (re)start, or while entering the map), must
+        clear the threshold with its margin discounted by sqrt(n / sequence_warmup_length) (a
+        short one is more easily unique by chance); 0 or more
         than the length: the sequence length; 10 by default (`python bench/sequence_defaults.py`).
         sequence_speed_min/max, sequence_speed_steps: relative speeds tried when stepping by time
         (map seconds per query second: 0.4-2.5 covers a robot revisiting at half to twice the

@@ -270,13 +270,16 @@ class LocalizationEngine:
                                f"{END_AGREEMENT} keyframe apart along the stretch (a speed change, "
                                "or a stretch matched at another pace): which keyframe is unsure")
         elif result.evidence < cfg.sequence_threshold:
-            warmup = self.sequence.settings.warmup
-            if result.length < warmup:
+            warmup, covered = self.sequence.settings.warmup, hypothesis.length
+            if covered < warmup:
+                why = (f"{result.length} frames since the sequence (re)started"
+                       if covered >= result.length else
+                       f"{covered} of its {result.length} frames on the mapped stretch (the older "
+                       f"ones lie before its start: entering the map from unmapped ground?)")
                 decision.reason = d.REASON_SEQUENCE_SHORT
-                decision.detail = (f"margin {result.margin:.2f} x sqrt({result.length}/{warmup}) "
+                decision.detail = (f"margin {result.margin:.2f} x sqrt({covered}/{warmup}) "
                                    f"= {result.evidence:.2f} < threshold "
-                                   f"{cfg.sequence_threshold:.2f}: {result.length} frames since "
-                                   f"the sequence (re)started")
+                                   f"{cfg.sequence_threshold:.2f}: {why}")
             else:
                 decision.reason = d.REASON_SEQUENCE_AMBIGUOUS
                 decision.detail = (f"margin {result.margin:.2f} over the best trajectory "

@@ -93,9 +93,10 @@ class SequenceSettings:
     cosine-similar; 1 turns the view test off) replaces it. max_gap_s: a longer gap between
     frames restarts the sequence. recent_frames: where the robot is now leans on the last
     frames, whose weights fall by e every this many frames.
-    warmup_length: a sequence of n < warmup_length frames (after a start or a restart) has its
-    margin discounted by sqrt(n / warmup_length) (see `SequenceResult.evidence`); 0: the
-    sequence's length, so a margin counts as many of its own standard errors at any length.
+    warmup_length: a trajectory over n < warmup_length frames (after a start or a restart, or
+    with the older frames before the start of the mapped stretch) has its margin discounted by
+    sqrt(n / warmup_length) (see `SequenceResult.evidence`); 0: the sequence's length, so a
+    margin counts as many of its own standard errors at any length.
     """
 
     length: int = 30
@@ -149,8 +150,10 @@ class SequenceResult:
     (start, gap, out_of_order, reset), else None. `at_speed_edge`: the top trajectory runs at the
     slowest or fastest speed searched. `end_uncertain`: the ends the recent frames and the whole
     window place differ by more than END_AGREEMENT keyframes. `evidence`: what a threshold
-    applies to, the margin times sqrt(min(length, warmup_length) / warmup_length) (noise on a
-    mean of n frames shrinks as 1/sqrt(n), so a short sequence after a restart must stand out by
+    applies to, the margin times sqrt(min(n, warmup_length) / warmup_length), n the frames the
+    reported trajectory covers on its track (noise on a mean of n frames shrinks as 1/sqrt(n),
+    so a short sequence after a restart, or one whose older frames lie before the start of the
+    mapped stretch, as when a robot drives into the map from unmapped ground, must stand out by
     as many of its own standard errors as a `warmup_length` one), and 0 at a speed edge or with
     an uncertain end.
     """
@@ -323,7 +326,8 @@ class SequenceMatcher:
         warmup = self.settings.warmup
         ranked, end_agrees = self._agreed_end_first(ranking, step)
         void = ranking.at_edge or not end_agrees
-        evidence = 0.0 if void else margin * math.sqrt(min(length, warmup) / warmup)
+        covered = ranked[0].length if ranked else length
+        evidence = 0.0 if void else margin * math.sqrt(min(covered, warmup) / warmup)
         self.last = SequenceResult(ranked, margin, length, step, restart, evidence,
                                    ranking.at_edge, not end_agrees)
         return self.last

@@ -140,10 +140,10 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
                                     "chain and restarts the sequence", 0.01, 3600.0),
     "sequence_length": _describe("decision sequence: query frames matched as one trajectory",
                                  1, 1000),
-    "sequence_warmup_length": _describe("after a (re)start, a sequence of n frames, fewer than "
-                                        "this, clears the threshold with its margin times "
-                                        "sqrt(n / this) (0: the sequence length; at most the "
-                                        "length)", 0, 1000),
+    "sequence_warmup_length": _describe("a trajectory over n frames of the map, fewer than this "
+                                        "(after a (re)start, or entering the map), clears the "
+                                        "threshold with its margin times sqrt(n / this) (0: the "
+                                        "sequence length; at most the length)", 0, 1000),
     "sequence_speed_min": _describe("slowest relative speed tried without odometry (map "
                                     "seconds per query second: how much slower than when mapping "
                                     "the robot may revisit)", 0.01, 100.0),
