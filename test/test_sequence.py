@@ -11,6 +11,11 @@ from vpr_ros.mapping import Keyframe, KeyframeMap
 
 DIM = 64
 PLACES = 120
+NO_PACE = SequenceSettings(min_pace=0.0)
+"""The fixture's night views add independent noise to every frame, so a view changes more from
+one frame to the next than the route does (pace 0.4-0.6, where real night frames, noisy or not,
+keep 0.9-1.1: docs/results.md). Tests that count acceptances on them turn the pace test off;
+the pace tests below build views that change as the route does."""
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -189,7 +194,7 @@ def test_a_revisit_after_a_long_gap_is_found_again(route):
 
 def test_the_engine_accepts_sequences_and_reports_them(route):
     kf_map = route_map(route, poses=True)
-    config = EngineConfig(sequence_threshold=0.5)
+    config = EngineConfig(sequence_threshold=0.5, sequence_min_pace=0.0)
     length, warmup = config.sequence_length, config.sequence_settings().warmup
     engine = LocalizationEngine(kf_map, None, config)
     rng = np.random.default_rng(5)
@@ -235,7 +240,7 @@ def test_a_robot_driving_into_the_map_needs_the_warm_up_on_the_mapped_stretch(ro
     place 57 closed a loop 4 places ahead with evidence 2.2)."""
     kf_map = KeyframeMap.create(DIM, "synthetic")
     kf_map.add(route[60:], [Keyframe("day", float(p)) for p in range(60, PLACES)])
-    config = EngineConfig(sequence_threshold=1.2)
+    config = EngineConfig(sequence_threshold=1.2, sequence_min_pace=0.0)
     warmup = config.sequence_settings().warmup
     engine = LocalizationEngine(kf_map, None, config)
     rng = np.random.default_rng(5)
@@ -255,6 +260,61 @@ def test_a_robot_driving_into_the_map_needs_the_warm_up_on_the_mapped_stretch(ro
     assert entering, "some frames were decided on a trajectory that had just entered the map"
     assert any(d.reason == "sequence_short" and "mapped stretch" in d.detail for d in entering)
     assert sum(d.accepted for d in decisions) >= 20
+
+
+def corridor_map(route, rng):
+    """The route with places 60-71 replaced by a bland corridor: keyframes that barely differ
+    (consecutive cosine about 0.8), all alike a generic view `g`; returns the map and `g`."""
+    g = unit(rng.standard_normal(DIM))
+    keyframes = route.copy()
+    keyframes[60:72] = unit(g + 0.5 * rng.standard_normal((12, DIM)) / np.sqrt(DIM))
+    return route_map(keyframes), keyframes, g
+
+
+def test_a_fast_drive_past_look_alikes_is_no_evidence_for_a_slow_line_through_them():
+    """A robot driving through unmapped corridors (views alike `g` that change a lot frame to
+    frame) is explained best by a slow line through the map's corridor, whose keyframes barely
+    change: without the pace test that closed loops with evidence up to 2.9; with it, none."""
+    rng = np.random.default_rng(7)
+    route = unit(np.cumsum(rng.standard_normal((PLACES, DIM)), axis=0) * 0.2
+                 + rng.standard_normal((PLACES, DIM)))
+    kf_map, _, g = corridor_map(route, rng)
+    views = unit(g + 1.2 * rng.standard_normal((40, DIM)) / np.sqrt(DIM))
+    evidence = {}
+    for min_pace in (0.0, 0.6):
+        engine = LocalizationEngine(kf_map, None, EngineConfig(sequence_min_pace=min_pace))
+        decisions = [engine.process_descriptor(q, float(t)) for t, q in enumerate(views)]
+        evidence[min_pace] = max(d.sequence["evidence"] for d in decisions)
+        if min_pace:
+            assert not any(d.accepted for d in decisions)
+            paced = [d for d in decisions if d.reason == "sequence_pace_mismatch"]
+            assert len(paced) >= 10 and all(d.sequence["pace"] < 0.6 for d in paced)
+            assert all("sequence_min_pace" in d.detail for d in paced)
+    threshold = EngineConfig().sequence_threshold
+    assert evidence[0.0] >= threshold > 4 * evidence[0.6], "a false closure only without it"
+
+
+@pytest.mark.parametrize("ratio", (0.5, 2.0))
+def test_views_that_change_as_the_route_does_keep_their_pace(ratio):
+    """Driving the same map (corridor included) at half or twice the mapping speed, with views
+    that change from frame to frame as the route does: pace near 1, and the pace test rejects
+    nothing it would otherwise accept."""
+    rng = np.random.default_rng(7)
+    route = unit(np.cumsum(rng.standard_normal((PLACES, DIM)), axis=0) * 0.2
+                 + rng.standard_normal((PLACES, DIM)))
+    kf_map, keyframes, _ = corridor_map(route, rng)
+    frames = Revisit(ratio).stream(np.arange(10, 110))
+    places, stamps = [p for p, _ in frames], [t for _, t in frames]
+    accepted = {}
+    for settings in (NO_PACE, SequenceSettings()):
+        results = stream(kf_map, SequenceMatcher(kf_map, settings), keyframes, places, stamps,
+                         noise=0.2)
+        accepted[settings.min_pace] = [r.evidence >= 1.4 for r in results]
+        assert all(abs(r.best.keyframe_id - p) <= 2 for r, p, ok in
+                   zip(results, places, accepted[settings.min_pace]) if ok)
+    paces = [r.pace for r in results if np.isfinite(r.pace)]
+    assert np.percentile(paces, 1) > 0.7 and 0.85 < np.median(paces) < 1.15
+    assert accepted[0.0] == accepted[SequenceSettings().min_pace] and sum(accepted[0.0]) >= 75
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -321,7 +381,7 @@ def test_a_change_of_speed_half_way_keeps_wrong_ends_below_the_threshold(route, 
     kf_map = route_map(route)
     frames = Revisit(before, ratio_after=after).stream(np.arange(10, 110))
     places, stamps = [p for p, _ in frames], [t for _, t in frames]
-    results = stream(kf_map, SequenceMatcher(kf_map), route, places, stamps)
+    results = stream(kf_map, SequenceMatcher(kf_map, NO_PACE), route, places, stamps)
     assert hits(results, places, skip=30) >= 0.95
     wrong = [r.evidence for r, p in zip(results, places) if abs(r.best.keyframe_id - p) > 2]
     assert max(wrong, default=0.0) < EngineConfig().sequence_threshold
@@ -343,7 +403,7 @@ def test_revisits_at_other_speeds_with_jitter_drops_and_a_stop_close_no_wrong_lo
     kf_map = route_map(route)
     frames = Revisit(ratio, **ROUGH).stream(np.arange(10, 110))
     places, stamps = [p for p, _ in frames], [t for _, t in frames]
-    results = stream(kf_map, SequenceMatcher(kf_map), route, places, stamps)
+    results = stream(kf_map, SequenceMatcher(kf_map, NO_PACE), route, places, stamps)
     assert hits(results, places, skip=30) >= 0.95
     accepted = [(r.best.keyframe_id, p) for r, p in zip(results, places) if r.evidence >= 0.7]
     assert len(accepted) >= 2 * len(places) // 3
@@ -360,8 +420,8 @@ def test_a_parked_robot_closes_no_wrong_loop_and_its_sequence_waits():
     kf_map = route_map(route)
     view = observe(route, 70, 1.0, rng)
     for stop_similarity, wrong_allowed in ((0.9, False), (1.0, True)):
-        engine = LocalizationEngine(kf_map, None, EngineConfig(sequence_threshold=0.8,
-                                                               sequence_stop_similarity=stop_similarity))
+        engine = LocalizationEngine(kf_map, None, EngineConfig(
+            sequence_threshold=0.8, sequence_stop_similarity=stop_similarity, sequence_min_pace=0.0))
         engine_decisions(engine, route, np.arange(30, 70), np.arange(30, 70, dtype=float), noise=1.0)
         parked = [engine.process_descriptor(view, 70.0 + i) for i in range(60)]
         accepted = [d for d in parked if d.accepted]
@@ -459,12 +519,13 @@ def test_sessions_of_one_route_support_each_other_once_linked(route):
     session to the map by sequence matching), it is not."""
     kf_map, dusk_ids = two_session_map(route)
     places = np.arange(20, 100)
-    unlinked = stream(kf_map, SequenceMatcher(kf_map), route, places, places.astype(float))
-    assert link_session(kf_map, dusk_ids, EngineConfig(sequence_threshold=1.0)) >= 80
+    unlinked = stream(kf_map, SequenceMatcher(kf_map, NO_PACE), route, places, places.astype(float))
+    assert link_session(kf_map, dusk_ids, EngineConfig(sequence_threshold=1.0,
+                                                       sequence_min_pace=0.0)) >= 80
     links = kf_map.records.links[dusk_ids]
     linked = links >= 0
     assert np.all(np.abs(links[linked] - np.arange(PLACES)[linked]) <= 2), "dusk k shows day k"
-    together = stream(kf_map, SequenceMatcher(kf_map), route, places, places.astype(float))
+    together = stream(kf_map, SequenceMatcher(kf_map, NO_PACE), route, places, places.astype(float))
     place_of = np.concatenate([np.arange(PLACES), np.arange(PLACES)])
     assert np.mean([abs(place_of[r.best.keyframe_id] - p) <= 2
                     for r, p in zip(together[10:], places[10:])]) >= 0.95

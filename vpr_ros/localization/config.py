@@ -69,7 +69,11 @@ class EngineConfig:
         frame with sensor noise (σ 2-5 grey levels) is 0.92-0.97 similar to its clean self.
         sequence_recent_frames: where along the matched stretch the robot is now leans on the
         last frames, whose weights fall by e every this many frames (shorter follows a speed
-        change sooner, noisier; `python bench/sequence_defaults.py`).
+        change sooner, noisier; `python bench/sequence_defaults.py`). sequence_min_pace: the
+        reported trajectory's keyframes must change at least this share as much as its frames
+        do, one to the next, or it is no evidence (a fast drive through look-alikes matched to
+        a slow line through a bland stretch of the map; 0: off; `python
+        bench/sequence_defaults.py`).
     verify: run geometric verification on the accepted candidate (needs keyframes with local
         features: build the map with verification on). verification_*: see verification.py.
     keyframe_novelty_threshold: in mapping mode add a keyframe when the best score against the
@@ -110,6 +114,7 @@ class EngineConfig:
     sequence_min_step_m: float = _SEQUENCE.min_step_m
     sequence_stop_similarity: float = _SEQUENCE.stop_similarity
     sequence_recent_frames: float = _SEQUENCE.recent_frames
+    sequence_min_pace: float = _SEQUENCE.min_pace
     verify: bool = False
     verification_features: str = "orb"
     verification_max_features: int = 1000
@@ -157,6 +162,7 @@ class EngineConfig:
             (-1 <= self.sequence_stop_similarity <= 1.0,
              "sequence_stop_similarity must be in [-1, 1] (1: no stop detection by view)"),
             (self.sequence_recent_frames > 0, "sequence_recent_frames must be > 0"),
+            (self.sequence_min_pace >= 0, "sequence_min_pace must be >= 0 (0: no pace test)"),
             (self.verification_features in FEATURE_TYPES,
              f"verification_features must be one of {FEATURE_TYPES}"),
             (self.verification_min_inliers >= 8, "verification_min_inliers must be >= 8"),

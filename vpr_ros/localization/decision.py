@@ -20,6 +20,7 @@ REASON_SEQUENCE_SHORT = "sequence_short"
 REASON_SEQUENCE_AMBIGUOUS = "sequence_ambiguous"
 REASON_SEQUENCE_SPEED_EDGE = "sequence_speed_edge"
 REASON_SEQUENCE_END_UNCERTAIN = "sequence_end_uncertain"
+REASON_SEQUENCE_PACE = "sequence_pace_mismatch"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Decision:
 
     status is "accepted" or "rejected"; `reason` says why a frame was rejected (bad_frame,
     empty_map, below_threshold, temporal_inconsistent, sequence_short, sequence_ambiguous,
-    sequence_speed_edge, sequence_end_uncertain, verification_failed)
+    sequence_speed_edge, sequence_end_uncertain, sequence_pace_mismatch, verification_failed)
     and `detail` adds a human-readable explanation. `sequence` holds the sequence matcher's
     figures (SequenceResult.to_dict) when the decision mode is "sequence". `pose` is the
     relocalization in the map frame (estimated from the supporting keyframes' poses) and

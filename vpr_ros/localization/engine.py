@@ -269,6 +269,12 @@ class LocalizationEngine:
             decision.detail = ("the recent frames and the whole sequence place the end more than "
                                f"{END_AGREEMENT} keyframe apart along the stretch (a speed change, "
                                "or a stretch matched at another pace): which keyframe is unsure")
+        elif result.pace_mismatch:
+            decision.reason = d.REASON_SEQUENCE_PACE
+            decision.detail = (f"the matched keyframes change {result.pace:.2f} times as much as "
+                               f"the frames, one to the next (< sequence_min_pace "
+                               f"{cfg.sequence_min_pace:g}): a fast drive past look-alikes "
+                               f"fitted to a slow line through a bland stretch of the map")
         elif result.evidence < cfg.sequence_threshold:
             warmup, covered = self.sequence.settings.warmup, hypothesis.length
             if covered < warmup:

@@ -173,6 +173,9 @@ ENGINE_PARAMETER_DOCS: Dict[str, dict] = {
     "sequence_recent_frames": _describe("where along the matched stretch the robot is now leans "
                                         "on the last frames: their weights fall by e every this "
                                         "many frames", 0.1, 1000.0),
+    "sequence_min_pace": _describe("the matched keyframes must change at least this share as "
+                                   "much as the frames do, one to the next, or the sequence is "
+                                   "no evidence (0: off)", 0.0, 100.0),
     "verify": _describe("geometric verification (local features + RANSAC) of the best match; "
                         "needs a map built with verification on"),
     "verification_features": _describe("local features for verification", choices=FEATURE_TYPES),
