@@ -240,7 +240,7 @@ def test_a_robot_driving_into_the_map_needs_the_warm_up_on_the_mapped_stretch(ro
     place 57 closed a loop 4 places ahead with evidence 2.2)."""
     kf_map = KeyframeMap.create(DIM, "synthetic")
     kf_map.add(route[60:], [Keyframe("day", float(p)) for p in range(60, PLACES)])
-    config = EngineConfig(sequence_threshold=1.2, sequence_min_pace=0.0)
+    config = EngineConfig(sequence_threshold=1.2, sequence_warmup_length=10, sequence_min_pace=0.0)
     warmup = config.sequence_settings().warmup
     engine = LocalizationEngine(kf_map, None, config)
     rng = np.random.default_rng(5)
@@ -358,7 +358,7 @@ def test_sequence_decisions_run_on_a_compressed_map(route):
     kf_map.add(unit(np.random.default_rng(1).standard_normal((others, DIM))),
                [Keyframe("elsewhere", float(i)) for i in range(others)])
     assert kf_map.index_bytes() < len(kf_map) * DIM, "codes, not float32 descriptors"
-    engine = LocalizationEngine(kf_map, None, EngineConfig())
+    engine = LocalizationEngine(kf_map, None, EngineConfig(sequence_min_pace=0.0))
     rng = np.random.default_rng(5)
     decisions = [engine.process_descriptor(observe(route, p, 1.0, rng), float(p))
                  for p in range(20, 80)]
@@ -537,7 +537,8 @@ def test_the_engine_links_a_keyframe_it_adds_where_it_closed_a_loop(route):
     matched, so the new session's keyframes count as that place from then on."""
     kf_map = route_map(route)
     engine = LocalizationEngine(kf_map, None, EngineConfig(
-        mode="mapping", session="dusk", sequence_threshold=0.8, keyframe_interval_s=1.0))
+        mode="mapping", session="dusk", sequence_threshold=0.8, keyframe_interval_s=1.0,
+        sequence_min_pace=0.0))
     decisions = engine_decisions(engine, route, np.arange(20, 80), np.arange(20, 80, dtype=float),
                                  noise=1.0)
     added = [d for d in decisions if d.keyframe_added is not None]

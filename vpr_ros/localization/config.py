@@ -50,7 +50,7 @@ class EngineConfig:
         the map's track, fewer than this (after a (re)start, or while entering the map), must
         clear the threshold with its margin discounted by sqrt(n / sequence_warmup_length) (a
         short one is more easily unique by chance); 0 or more
-        than the length: the sequence length; 10 by default (`python bench/sequence_defaults.py`).
+        than the length: the sequence length; 30 by default (`python bench/sequence_defaults.py`).
         sequence_speed_min/max, sequence_speed_steps: relative speeds tried when stepping by time
         (map seconds per query second: 0.4-2.5 covers a robot revisiting at half to twice the
         speed it mapped at, with a step to spare, since a best trajectory at either end of the
@@ -108,7 +108,7 @@ class EngineConfig:
     sequence_distance_speed_max: float = _SEQUENCE.distance_speed_max
     sequence_distance_speed_steps: int = _SEQUENCE.distance_speed_steps
     sequence_reverse: bool = _SEQUENCE.reverse
-    sequence_threshold: float = 1.4
+    sequence_threshold: float = 1.2
     sequence_rival_window_s: float = _SEQUENCE.rival_window_s
     sequence_rival_window_m: float = _SEQUENCE.rival_window_m
     sequence_min_step_m: float = _SEQUENCE.min_step_m

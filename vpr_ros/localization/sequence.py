@@ -56,9 +56,9 @@ corridors (its view changing a lot from frame to frame) is best explained by a s
 a generic stretch of the map whose keyframes barely differ. The pace is the mean cosine distance
 between consecutive paired keyframes over that between consecutive frames; a reported
 trajectory below `min_pace` carries no evidence (`pace_mismatch`). On Gardens Point places 0-99,
-right trajectories had paces of 0.72-1.41 (1st to 99th percentile over every pair and revisit
-speed), the false loop closures of a robot driving off the map mostly below 0.7 (see
-docs/results.md).
+right trajectories have paces of 0.78-1.27 (1st to 99th percentile of each pair of traversals),
+the false loop closures of a robot driving off the map 0.27-0.55 (`python
+bench/sequence_pace.py`).
 """
 import math
 from collections import deque
@@ -80,9 +80,9 @@ pose covariance, 2-sigma coverage 0.98 and 0.99; see docs/results.md)."""
 END_AGREEMENT = 1
 """Keyframes along the track by which the end the recent frames place and the end the whole window
 places may differ before the sequence's evidence is void (`end_uncertain`). With it, the
-validation of `python bench/sequence_defaults.py` (Gardens Point places 0-99, Nordland) accepted
-0.862 of steady-speed genuine frames at threshold 1.4 with no wrong one, against 0.775 without
-(both with recent frames weighed over 7 frames; see docs/results.md)."""
+validation of `python bench/sequence_defaults.py` as it stood then (night revisits of Gardens
+Point places 0-99, Nordland) accepted 0.862 of steady-speed genuine frames at threshold 1.4 with
+no wrong one, against 0.775 without (recent frames weighed over 7 frames; docs/results.md)."""
 
 RESTART_START = "start"
 RESTART_GAP = "gap"
@@ -113,7 +113,7 @@ class SequenceSettings:
     """
 
     length: int = 30
-    warmup_length: int = 10
+    warmup_length: int = 30
     speed_min: float = 0.4
     speed_max: float = 2.5
     speed_steps: int = 11
@@ -127,7 +127,7 @@ class SequenceSettings:
     stop_similarity: float = 0.9
     max_gap_s: float = 5.0
     recent_frames: float = 4.0
-    min_pace: float = 0.6
+    min_pace: float = 0.7
 
     @property
     def warmup(self) -> int:
