@@ -12,9 +12,10 @@ a step, one frame in ten lost, a stop of 30 frames half-way); and with an abrupt
 speed half-way (0.5 -> 1, 1 -> 0.5, 1 -> 2, 2 -> 1).
 
 - Genuine: places 0-99 against a map of places 0-99; right = within ±2 places.
-- Impostors: revisit frames 0-94 against a map of places 100-199, i.e. a robot driving where the map
-  has never been, where every accepted frame is a false loop closure (95: the last queries sit
-  next to place 100), started at queries 0, 20, 40 and 60 so every warm-up is tried four times.
+- Impostors: revisit frames 0-94 against a map of places 100-199, i.e. a robot driving where
+  the map has never been, where every accepted frame is a false loop closure (95: the last
+  frames sit next to place 100), started at frames 0, 20, 40 and 60 so every warm-up is tried
+  four times.
 - Nordland: the 1000-frame block streamed whole, as a train sees it; scored are its lit frames
   more than 5 frames from a stop. Its ground truth pairs frames by index, which does not pair
   places while one train stands at a station and the other does not (the first reported
@@ -24,10 +25,11 @@ speed half-way (0.5 -> 1, 1 -> 0.5, 1 -> 2, 2 -> 1).
   Choice: among candidates whose matcher keeps within 3 ms per frame (`python
   bench/sequence_matching.py` times them at 1e5 keyframes) and that accept at their threshold
   at most MAX_WRONG_ON_CHANGES wrong frames in the speed-change revisits, the highest mean
-  share of steady-speed genuine Gardens Point frames accepted over every pair. (Speed changes bound the candidates instead of setting the
-  threshold: their wrong frames, ends that lag a change, reach evidence 2.0 with every
-  candidate tried, where day_left accepts 0.12 of its frames. Ranking on the fewest of them
-  first rewarded whichever candidate needed the highest threshold, not the best matcher.)
+  share of steady-speed genuine Gardens Point frames accepted over every pair. (Speed changes
+  bound the candidates instead of setting the threshold: their wrong frames, ends that lag a
+  change, reach evidence 2.0 with every candidate tried, where day_left accepts 0.12 of its
+  frames. Ranking on the fewest of them first rewarded whichever candidate needed the highest
+  threshold, not the best matcher.)
 - Score threshold (single-frame and chain decisions): the lowest cosine above every wrong
   single-frame top-1 match of both night revisits of a day map on places 0-99, rounded up to
   0.01.
