@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sequence_defaults import BORDER, IMPOSTOR_STARTS, PAIRS, PLACES  # noqa: E402
 from sequence_matching import embed  # noqa: E402
-from vpr_ros.evaluation.revisits import RATIOS, Revisit, steady_revisits  # noqa: E402
+from vpr_ros.evaluation.revisits import (  # noqa: E402
+    RATIOS, Revisit, drive_revisit, steady_revisits)
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
-from vpr_ros.localization.sequence import SequenceMatcher  # noqa: E402
-from vpr_ros.mapping import Keyframe, KeyframeMap  # noqa: E402
 from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
 from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 
@@ -46,29 +45,27 @@ def parse_args(argv=None):
 def paces(db, queries, revisit: Revisit, places, mapped, config: EngineConfig):
     """(pace, accepted, right) of every frame of `revisit` over `places` against a one-session
     map of the places `mapped`, the pace test off."""
-    kf_map = KeyframeMap.create(db.shape[1], "pace")
-    kf_map.add(db[mapped], [Keyframe("db", float(i)) for i in range(len(mapped))])
-    unpaced = dataclasses.replace(config, sequence_min_pace=0.0)
-    matcher = SequenceMatcher(kf_map, unpaced.sequence_settings())
-    rows = []
-    for place, stamp in revisit.stream(places):
-        scores, ids = kf_map.search(queries[place], config.top_k)
-        result = matcher.update(stamp, queries[place], ids[0], scores[0])
-        right = result.best is not None and abs(mapped[result.best.keyframe_id] - place) <= 2
-        rows.append((result.pace, result.evidence >= config.sequence_threshold, right))
-    return np.array(rows, dtype=float).reshape(-1, 3)
+    unpaced = dataclasses.replace(config, sequence_min_pace=0.0).sequence_settings()
+    shown, mapped, results = drive_revisit(db, queries, revisit, unpaced, places, mapped,
+                                           config.top_k)
+    return np.array([(r.pace, r.evidence >= config.sequence_threshold,
+                      r.best is not None and abs(mapped[r.best.keyframe_id] - place) <= 2)
+                     for r, place in zip(results, shown)], dtype=float).reshape(-1, 3)
 
 
-def noisy_night(gp: Path, sigma: float, seed: int = 0) -> np.ndarray:
-    """night_right descriptors (day_right-clustered model) with per-frame noise and gain."""
+def noisy_nights(gp: Path, seed: int = 0) -> dict:
+    """night_right descriptors with per-frame noise of each NOISE sigma and gain, embedded with
+    the day_right-clustered model (built once)."""
     rng = np.random.default_rng(seed)
     model = build_offtheshelf_model(read_image(p) for p in list_images(gp / "day_right"))
     embedder = load_embedder(model=model, backend="torch")
-    images = []
-    for path in list_images(gp / "night_right"):
-        image = read_image(path).astype(np.float32) * rng.uniform(0.85, 1.15)
-        images.append(np.clip(image + rng.normal(0.0, sigma, image.shape), 0, 255).astype(np.uint8))
-    return embedder.embed(images)
+    night = [read_image(path).astype(np.float32) for path in list_images(gp / "night_right")]
+    noisy = {}
+    for sigma in NOISE:
+        images = [np.clip(image * rng.uniform(0.85, 1.15) + rng.normal(0.0, sigma, image.shape),
+                          0, 255).astype(np.uint8) for image in night]
+        noisy[sigma] = embedder.embed(images)
+    return noisy
 
 
 def summary(rows: np.ndarray) -> str:
@@ -86,8 +83,9 @@ def main(argv=None) -> int:
         return 2
     config = EngineConfig()
     pairs = {f"{db}>{query}": embed(gp / db, gp / query) for db, query in PAIRS}
-    pairs.update({f"day_right>night_right, noise {sigma:g}":
-                  (pairs["day_right>night_right"][0], noisy_night(gp, sigma)) for sigma in NOISE})
+    pairs.update({f"day_right>night_right, noise {sigma:g}": (pairs["day_right>night_right"][0],
+                                                               queries)
+                  for sigma, queries in noisy_nights(gp).items()})
     print(f"\nGardens Point places 0-99, pace test off, threshold {config.sequence_threshold}:")
     for name, (db, queries) in pairs.items():
         genuine = np.concatenate([paces(db, queries, revisit, np.arange(PLACES),

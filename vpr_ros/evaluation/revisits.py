@@ -14,7 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vpr_ros.evaluation.sequence_retrieval import sequence_ranking
+from vpr_ros.evaluation.sequence_retrieval import stream_sequences
+from vpr_ros.localization.sequence import SequenceResult
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,32 @@ def speed_changes() -> List[Revisit]:
     return [Revisit(before, ratio_after=after) for before, after in CHANGES]
 
 
-def stream_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,
-                   places: Optional[Sequence[int]] = None, mapped: Optional[Sequence[int]] = None,
-                   shortlist: int = 10) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def drive_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,
+                  places: Optional[Sequence[int]] = None, mapped: Optional[Sequence[int]] = None,
+                  shortlist: int = 10) -> Tuple[np.ndarray, np.ndarray, List[SequenceResult]]:
     """Map the places `mapped` (default all; keyframe j shows place mapped[j], 1 s apart), drive
     `places` (default all) again as `revisit` says, and match each frame's sequence.
 
-    Returns per frame: the place it shows, the matcher's evidence, and the place of the end it
-    reported first (-1 when none)."""
+    Returns the place each frame shows, `mapped` as an array (keyframe id -> place) and the
+    matcher's result per frame."""
     mapped = np.arange(len(db)) if mapped is None else np.asarray(mapped, dtype=np.int64)
     places = np.arange(len(queries)) if places is None else np.asarray(places, dtype=np.int64)
     frames = revisit.stream(places)
     shown = np.array([place for place, _ in frames], dtype=np.int64)
     stamps = np.array([stamp for _, stamp in frames])
-    evidence, ranked = sequence_ranking(db[mapped], queries, settings, shortlist, 1, order=shown,
-                                        stamps=stamps)
-    reported = np.where(ranked[:, 0] >= 0, mapped[np.maximum(ranked[:, 0], 0)], -1)
+    results = list(stream_sequences(db[mapped], queries, settings, shortlist, order=shown,
+                                    stamps=stamps))
+    return shown, mapped, results
+
+
+def stream_revisit(db: np.ndarray, queries: np.ndarray, revisit: Revisit, settings,
+                   places: Optional[Sequence[int]] = None, mapped: Optional[Sequence[int]] = None,
+                   shortlist: int = 10) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`drive_revisit` as arrays, per frame: the place it shows, the matcher's evidence, and the
+    place of the end it reported first (-1 when none)."""
+    shown, mapped, results = drive_revisit(db, queries, revisit, settings, places, mapped,
+                                           shortlist)
+    evidence = np.array([r.evidence for r in results], dtype=float)
+    reported = np.array([-1 if r.best is None else mapped[r.best.keyframe_id] for r in results],
+                        dtype=np.int64)
     return shown, evidence, reported
