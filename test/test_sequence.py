@@ -22,13 +22,17 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def route():
+def random_route(rng) -> np.ndarray:
     """Place descriptors that drift smoothly along a route (neighbours look alike: cosine 0.72
-    median, below 0.9 everywhere, as moving keyframes do; above it they would read as stops)."""
-    rng = np.random.default_rng(7)
+    median for seed 7, below 0.9 everywhere, as moving keyframes do; above it they would read
+    as stops)."""
     steps = rng.standard_normal((PLACES, DIM))
     return unit(np.cumsum(steps, axis=0) * 0.2 + rng.standard_normal((PLACES, DIM)))
+
+
+@pytest.fixture(scope="module")
+def route():
+    return random_route(np.random.default_rng(7))
 
 
 def route_map(route, poses: bool = False) -> KeyframeMap:
@@ -276,8 +280,7 @@ def test_a_fast_drive_past_look_alikes_is_no_evidence_for_a_slow_line_through_th
     frame) is explained best by a slow line through the map's corridor, whose keyframes barely
     change: without the pace test that closed loops with evidence up to 2.9; with it, none."""
     rng = np.random.default_rng(7)
-    route = unit(np.cumsum(rng.standard_normal((PLACES, DIM)), axis=0) * 0.2
-                 + rng.standard_normal((PLACES, DIM)))
+    route = random_route(rng)
     kf_map, _, g = corridor_map(route, rng)
     views = unit(g + 1.2 * rng.standard_normal((40, DIM)) / np.sqrt(DIM))
     evidence = {}
@@ -300,8 +303,7 @@ def test_views_that_change_as_the_route_does_keep_their_pace(ratio):
     that change from frame to frame as the route does: pace near 1, and the pace test rejects
     nothing it would otherwise accept."""
     rng = np.random.default_rng(7)
-    route = unit(np.cumsum(rng.standard_normal((PLACES, DIM)), axis=0) * 0.2
-                 + rng.standard_normal((PLACES, DIM)))
+    route = random_route(rng)
     kf_map, keyframes, _ = corridor_map(route, rng)
     frames = Revisit(ratio).stream(np.arange(10, 110))
     places, stamps = [p for p, _ in frames], [t for _, t in frames]
@@ -415,8 +417,7 @@ def test_a_parked_robot_closes_no_wrong_loop_and_its_sequence_waits():
     replace each other, the clock waits, and the decision stays at the place it parked; without
     stop detection the trajectory was extrapolated along the map."""
     rng = np.random.default_rng(11)
-    route = unit(np.cumsum(rng.standard_normal((PLACES, DIM)), axis=0) * 0.2
-                 + rng.standard_normal((PLACES, DIM)))
+    route = random_route(rng)
     kf_map = route_map(route)
     view = observe(route, 70, 1.0, rng)
     for stop_similarity, wrong_allowed in ((0.9, False), (1.0, True)):
