@@ -56,6 +56,33 @@ def send_until_answered(publisher, msg, answers: list, timeout_s: float = 60.0,
     raise AssertionError(f"no answer to the image stamped {msg.header.stamp} in {timeout_s} s")
 
 
+IMAGE_TOPIC = "/image/compressed"
+
+
+class Stream:
+    """Publishes frames (rosbags CompressedImage messages) on IMAGE_TOPIC one at a time, each
+    after the node answered the previous one, and records its loop closures and poses."""
+
+    def __init__(self, ros):
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from sensor_msgs.msg import CompressedImage
+        from vpr_ros_interfaces.msg import LoopClosure
+
+        self.publisher = ros.probe.create_publisher(CompressedImage, IMAGE_TOPIC, 10)
+        self.closures = ros.record(LoopClosure, "/vpr_node/loop_closures")
+        self.poses = ros.record(PoseWithCovarianceStamped, "/vpr_node/relocalization")
+        assert wait_for(lambda: self.publisher.get_subscription_count() > 0, 10.0)
+
+    def send(self, msg):
+        """Publish an rclpy message until the node answers it; its LoopClosure."""
+        return send_until_answered(self.publisher, msg, self.closures)
+
+    def send_all(self, messages) -> list:
+        from sample_frames import to_rclpy_compressed
+
+        return [self.send(to_rclpy_compressed(m)) for m in messages]
+
+
 class RosHarness:
     """One rclpy context with a probe node that publishes images and records what the node under
     test sends. Every node spins in an executor and thread of its own, shut down before the node

@@ -85,6 +85,15 @@ def build_map(embedder, messages, path: Path, session: str = "day_right") -> int
     return processor.save_map(str(path))
 
 
+def restamped(msg, seconds: float):
+    """`msg` taken `seconds` after the first sample stamp (a revisit's timing)."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 10**9)
+    stamp = T["builtin_interfaces/msg/Time"](sec=FIRST_STAMP_S + sec, nanosec=nanosec)
+    return T["sensor_msgs/msg/CompressedImage"](
+        header=T["std_msgs/msg/Header"](stamp=stamp, frame_id=msg.header.frame_id),
+        format=msg.format, data=msg.data)
+
+
 def to_rclpy_compressed(msg):
     """A rosbags CompressedImage as an rclpy sensor_msgs/CompressedImage (needs ROS 2)."""
     from builtin_interfaces.msg import Time
@@ -99,11 +108,16 @@ def to_rclpy_compressed(msg):
     return out
 
 
+def shipped_parameters(**overrides) -> dict:
+    """config/vpr_node.yaml's parameters (what a user launches) with `overrides`."""
+    values = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["/**"]["ros__parameters"]
+    values.update(overrides)
+    return values
+
+
 def node_parameters(**overrides) -> dict:
     """config/vpr_node.yaml's parameters with the launch test's changes and `overrides`."""
-    values = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["/**"]["ros__parameters"]
-    values.update(LAUNCH_TEST_PARAMETERS, **overrides)
-    return values
+    return shipped_parameters(**dict(LAUNCH_TEST_PARAMETERS, **overrides))
 
 
 def replay(parameters: dict, messages) -> list:

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from ros_harness import RosHarness, import_ros, send_until_answered, wait_for
+from ros_harness import RosHarness, Stream, import_ros, send_until_answered, wait_for
 from sample_frames import (PixelEmbedder, processor_for, sample_messages,
                            to_rclpy_compressed, trajectory_pose)
 from vpr_ros.localization import EngineConfig, LocalizationEngine
@@ -24,7 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from vpr_ros_interfaces.msg import LoopClosure  # noqa: E402
 from vpr_ros_interfaces.srv import SaveMap  # noqa: E402
@@ -33,7 +33,6 @@ from vpr_ros.ros.lifecycle_node import VprLifecycleNode  # noqa: E402
 from vpr_ros.ros.node import VprNode  # noqa: E402
 
 FRAMES = 12
-IMAGE_TOPIC = "/image/compressed"
 SINGLE = {"decision": "single", "score_threshold": 0.9}
 """A frame identical to a keyframe scores 1: accepted at once, whatever came before."""
 
@@ -65,22 +64,6 @@ def _start(ros, node_class=VprNode, poses=None, **parameters):
     node = node_class(embedder=PixelEmbedder(), pose_source=poses,
                       context=ros.context, parameter_overrides=overrides)
     return ros.add(node)
-
-
-class Stream:
-    """Publishes sample frames one at a time, each after the node answered the previous one."""
-
-    def __init__(self, ros):
-        self.publisher = ros.probe.create_publisher(CompressedImage, IMAGE_TOPIC, 10)
-        self.closures = ros.record(LoopClosure, "/vpr_node/loop_closures")
-        self.poses = ros.record(PoseWithCovarianceStamped, "/vpr_node/relocalization")
-        assert wait_for(lambda: self.publisher.get_subscription_count() > 0, 10.0)
-
-    def send(self, msg) -> LoopClosure:
-        return send_until_answered(self.publisher, msg, self.closures)
-
-    def send_all(self, messages) -> list:
-        return [self.send(to_rclpy_compressed(m)) for m in messages]
 
 
 def _assert_same_number(value, event_value):
