@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sequence_matching import embed  # noqa: E402
+from sequence_matching import embed_pairs, gardens_point  # noqa: E402
 from vpr_ros.evaluation.plots import save_figure  # noqa: E402
 
 PAIRS = (("day_left", "night_right"), ("day_right", "night_right"), ("night_right", "day_left"),
@@ -90,11 +90,10 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    gp = args.datasets / "gardens_point"
-    if not (gp / "night_right").is_dir():
-        print(f"Gardens Point not found in {args.datasets}; set --datasets")
+    gp = gardens_point(args.datasets)
+    if gp is None:
         return 2
-    results = {f"{db}>{query}": best_offsets(*embed(gp / db, gp / query)) for db, query in PAIRS}
+    results = {name: best_offsets(*pair) for name, pair in embed_pairs(gp, PAIRS).items()}
     print(f"\nBest diagonal offset over {WINDOW}-frame stretches ('.' within ±{TOLERANCE} places, "
           f"'-' map behind, '+' ahead); frames beyond ±{TOLERANCE}, per split")
     for name, offsets in results.items():

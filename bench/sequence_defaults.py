@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sequence_matching import embed  # noqa: E402
+from sequence_matching import embed, embed_pairs  # noqa: E402
 from vpr_ros.evaluation.revisits import (  # noqa: E402
     RATIOS, Revisit, speed_changes, steady_revisits, stream_revisit)
 from vpr_ros.localization import EngineConfig  # noqa: E402
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     if not (gp / "night_right").is_dir() or not (nordland / "winter").is_dir():
         print(f"Gardens Point or Nordland not found in {args.datasets}; set --datasets")
         return 2
-    pairs = {f"{db}>{query}": embed(gp / db, gp / query) for db, query in PAIRS}
+    pairs = embed_pairs(gp, PAIRS)
     summer, winter = embed(nordland / "summer", nordland / "winter")
     dark = np.loadtxt(nordland / "ground_truth.csv", delimiter=",", skiprows=1, usecols=4) > 0
     scored = nordland_scored(summer, winter, dark)

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import faiss
 import numpy as np
@@ -83,6 +84,20 @@ def embed(db_dir: Path, query_dir: Path):
     embedder = load_embedder(model=model, backend="torch")
     return (embed_folder(embedder, db, f"embed {db_dir.name}")[0],
             embed_folder(embedder, list_images(query_dir), f"embed {query_dir.name}")[0])
+
+
+def embed_pairs(gp: Path, pairs) -> dict:
+    """{"map>revisit": (db, query) descriptors} of each (map, revisit) traversal pair of `gp`."""
+    return {f"{db}>{query}": embed(gp / db, gp / query) for db, query in pairs}
+
+
+def gardens_point(datasets: Path) -> Optional[Path]:
+    """The Gardens Point folder under `datasets`, or None after saying where it was looked for."""
+    gp = datasets / "gardens_point"
+    if (gp / "night_right").is_dir():
+        return gp
+    print(f"Gardens Point not found in {datasets}; set --datasets or $VPR_ROS_DATASETS")
+    return None
 
 
 def revisit_rows(pairs, config: EngineConfig):
@@ -211,9 +226,8 @@ def plot(revisits, timings, path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     faiss.omp_set_num_threads(1)
-    root = args.datasets / "gardens_point"
-    if not (root / "night_right").is_dir():
-        print(f"Gardens Point not found in {args.datasets}; set --datasets or $VPR_ROS_DATASETS")
+    root = gardens_point(args.datasets)
+    if root is None:
         return 2
     config = EngineConfig()
     pairs = {db: embed(root / db, root / "night_right") for db in ("day_right", "day_left")}

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sequence_defaults import BORDER, IMPOSTOR_STARTS, PAIRS, PLACES  # noqa: E402
-from sequence_matching import embed  # noqa: E402
+from sequence_matching import embed_pairs, gardens_point  # noqa: E402
 from vpr_ros.evaluation.revisits import (  # noqa: E402
     RATIOS, Revisit, drive_revisit, steady_revisits)
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
@@ -77,12 +77,11 @@ def summary(rows: np.ndarray) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    gp = args.datasets / "gardens_point"
-    if not (gp / "night_right").is_dir():
-        print(f"Gardens Point not found in {args.datasets}; set --datasets")
+    gp = gardens_point(args.datasets)
+    if gp is None:
         return 2
     config = EngineConfig()
-    pairs = {f"{db}>{query}": embed(gp / db, gp / query) for db, query in PAIRS}
+    pairs = embed_pairs(gp, PAIRS)
     pairs.update({f"day_right>night_right, noise {sigma:g}": (pairs["day_right>night_right"][0],
                                                                queries)
                   for sigma, queries in noisy_nights(gp).items()})
