@@ -79,16 +79,26 @@ def parse_args(argv=None):
 
 def embed(db_dir: Path, query_dir: Path):
     """(db, query) descriptors with the off-the-shelf model clustered on the db images."""
-    db = list_images(db_dir)
-    model = build_offtheshelf_model(read_image(p) for p in db)
-    embedder = load_embedder(model=model, backend="torch")
-    return (embed_folder(embedder, db, f"embed {db_dir.name}")[0],
-            embed_folder(embedder, list_images(query_dir), f"embed {query_dir.name}")[0])
+    (pair,) = embed_pairs(db_dir.parent, [(db_dir.name, query_dir.name)]).values()
+    return pair
 
 
-def embed_pairs(gp: Path, pairs) -> dict:
-    """{"map>revisit": (db, query) descriptors} of each (map, revisit) traversal pair of `gp`."""
-    return {f"{db}>{query}": embed(gp / db, gp / query) for db, query in pairs}
+def embed_pairs(root: Path, pairs, embedders: Optional[dict] = None) -> dict:
+    """{"map>revisit": (db, query) descriptors} of each (map, revisit) traversal pair under
+    `root`, with the off-the-shelf model clustered on the map's images, as `vpr-ros eval` builds
+    it. Each map traversal is clustered and embedded once, however many pairs share it;
+    `embedders` (map name -> embedder), when given, receives the models for further embedding."""
+    embedders = {} if embedders is None else embedders
+    maps, out = {}, {}
+    for db, query in pairs:
+        if db not in maps:
+            paths = list_images(root / db)
+            model = build_offtheshelf_model(read_image(p) for p in paths)
+            embedders[db] = load_embedder(model=model, backend="torch")
+            maps[db] = embed_folder(embedders[db], paths, f"embed {db}")[0]
+        queries = embed_folder(embedders[db], list_images(root / query), f"embed {query}")[0]
+        out[f"{db}>{query}"] = (maps[db], queries)
+    return out
 
 
 def gardens_point(datasets: Path) -> Optional[Path]:

@@ -29,8 +29,6 @@ from vpr_ros.evaluation.revisits import (  # noqa: E402
     RATIOS, Revisit, drive_revisit, steady_revisits)
 from vpr_ros.io.images import list_images, read_image  # noqa: E402
 from vpr_ros.localization import EngineConfig  # noqa: E402
-from vpr_ros.model.clustering import build_offtheshelf_model  # noqa: E402
-from vpr_ros.runtime.embedder import load_embedder  # noqa: E402
 
 NOISE = (5.0, 10.0)
 
@@ -53,12 +51,10 @@ def paces(db, queries, revisit: Revisit, places, mapped, config: EngineConfig):
                      for r, place in zip(results, shown)], dtype=float).reshape(-1, 3)
 
 
-def noisy_nights(gp: Path, seed: int = 0) -> dict:
+def noisy_nights(gp: Path, embedder, seed: int = 0) -> dict:
     """night_right descriptors with per-frame noise of each NOISE sigma and gain, embedded with
-    the day_right-clustered model (built once)."""
+    `embedder` (the day_right-clustered model of the pairs)."""
     rng = np.random.default_rng(seed)
-    model = build_offtheshelf_model(read_image(p) for p in list_images(gp / "day_right"))
-    embedder = load_embedder(model=model, backend="torch")
     night = [read_image(path).astype(np.float32) for path in list_images(gp / "night_right")]
     noisy = {}
     for sigma in NOISE:
@@ -81,10 +77,11 @@ def main(argv=None) -> int:
     if gp is None:
         return 2
     config = EngineConfig()
-    pairs = embed_pairs(gp, PAIRS)
+    embedders = {}
+    pairs = embed_pairs(gp, PAIRS, embedders)
     pairs.update({f"day_right>night_right, noise {sigma:g}": (pairs["day_right>night_right"][0],
                                                                queries)
-                  for sigma, queries in noisy_nights(gp).items()})
+                  for sigma, queries in noisy_nights(gp, embedders["day_right"]).items()})
     print(f"\nGardens Point places 0-99, pace test off, threshold {config.sequence_threshold}:")
     for name, (db, queries) in pairs.items():
         genuine = np.concatenate([paces(db, queries, revisit, np.arange(PLACES),
