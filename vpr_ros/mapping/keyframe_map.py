@@ -136,8 +136,7 @@ class KeyframeMap:
         for row, record in enumerate(records):
             before = previous.get(record.session)
             if before is None and record.session in names:
-                code = names.index(record.session)   # mapping adds to the newest session: no scan
-                last = [len(codes) - 1] if codes[-1] == code else np.flatnonzero(codes == code)[-1:]
+                last = np.flatnonzero(codes == names.index(record.session))[-1:]
                 before = self.descriptors(last)[0]
             if before is not None:
                 similarity[row] = float(vectors[row] @ before)
